@@ -1,0 +1,313 @@
+/**
+ * The tokend client library: `import { TokendClient } from 'tokend/client'`.
+ *
+ * @example
+ * ```ts
+ * const tokend = new TokendClient();
+ * const token = await tokend.getAccessToken();
+ * ```
+ */
+import { readFile } from 'node:fs/promises';
+import { Agent, request, type Dispatcher } from 'undici';
+import { DEFAULT_LISTEN, defaultStateFile } from '../main/config.js';
+import { ownerIsLive, readOwnerRecord } from '../owner-record.js';
+import { decodeState } from '../state-worker/codec.js';
+
+/** `GET /token`'s answer. */
+export interface AccessToken {
+  readonly access_token: string;
+  readonly token_type: string;
+  readonly expires_at: string | null;
+  readonly expires_in: number | null;
+}
+
+/** `GET /state`'s answer (see the README's HTTP API section). */
+export interface DaemonState {
+  readonly status: 'ok' | 'waiting_for_login' | 'expired' | 'reauthorization_required' | 'lock_lost';
+  readonly reason: string | null;
+  readonly ready: boolean;
+  readonly access_token?: string;
+  readonly token_type?: string;
+  readonly expires_at?: string | null;
+  readonly expires_in?: number | null;
+  readonly scope: string | null;
+  readonly obtained_at: string | null;
+  readonly access_token_fingerprint: string | null;
+  readonly refresh_token_fingerprint: string | null;
+  readonly provider: string;
+  readonly account: Readonly<Record<string, string>>;
+  readonly version: number;
+  readonly state_file: string;
+  readonly lock_held: boolean;
+  readonly refresh: {
+    readonly in_flight: boolean;
+    readonly next_at: string | null;
+    readonly last_attempt_at: string | null;
+    readonly last_success_at: string | null;
+    readonly last_error: { readonly error: string; readonly message: string } | null;
+    readonly consecutive_failures: number;
+  };
+  readonly persist: { readonly ok: boolean; readonly last_error: string | null; readonly last_write_at: string | null };
+  readonly owner: { readonly pid: number; readonly listen: string | null };
+}
+
+/** One server-sent event from `GET /events`. */
+export interface TokenEvent {
+  readonly id: string;
+  readonly status: DaemonState['status'];
+  readonly reason: string | null;
+  readonly version: number;
+  readonly access_token?: string;
+  readonly token_type?: string;
+  readonly expires_at?: string | null;
+  readonly expires_in?: number | null;
+}
+
+/** An error answered by the daemon (`code` is its `error` field) or `daemon_unreachable`. */
+export class TokendClientError extends Error {
+  override readonly name = 'TokendClientError';
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status: number | null,
+    readonly body?: Readonly<Record<string, unknown>>,
+  ) {
+    super(message);
+  }
+}
+
+export interface TokendClientOptions {
+  /** `http://127.0.0.1:4242`, `127.0.0.1:4242` or `unix:/path`. Default: `TOKEND_LISTEN`, then the owner record, then 127.0.0.1:4242. */
+  readonly url?: string;
+  /** Default: `TOKEND_API_KEY`, then the file named by `TOKEND_API_KEY_FILE`. */
+  readonly apiKey?: string;
+  /** State file whose owner record locates the daemon. Default: `TOKEND_STATE_FILE`, then the default path. */
+  readonly stateFile?: string;
+  /** A cached token is fetched again this long before it expires. Default 30 s. */
+  readonly refreshMarginMs?: number;
+  /** Per-request deadline. Default 30 s (a refresh may be in flight). */
+  readonly timeoutMs?: number;
+}
+
+interface Target {
+  readonly origin: string;
+  readonly dispatcher: Dispatcher;
+  readonly display: string;
+}
+
+/** Where the daemon listens, as `HOST:PORT` or `unix:/path`, by the documented precedence. */
+export function locateDaemon(opts: { url?: string | undefined; stateFile?: string | undefined } = {}, env: NodeJS.ProcessEnv = process.env): string {
+  if (opts.url) return opts.url;
+  if (env['TOKEND_LISTEN']) return env['TOKEND_LISTEN'];
+  const stateFile = opts.stateFile ?? (env['TOKEND_STATE_FILE'] || env['store_path'] || defaultStateFile(env));
+  const record = readOwnerRecord(stateFile);
+  if (record?.listen && ownerIsLive(record)) return record.listen;
+  return DEFAULT_LISTEN;
+}
+
+function target(where: string): Target {
+  if (where.startsWith('unix:')) {
+    const socketPath = where.slice(5);
+    return { origin: 'http://localhost', dispatcher: new Agent({ connect: { socketPath } }), display: where };
+  }
+  const origin = /^https?:\/\//.test(where) ? where.replace(/\/+$/, '') : `http://${where}`;
+  return { origin, dispatcher: new Agent({ keepAliveTimeout: 4_000 }), display: origin };
+}
+
+async function apiKeyFromEnv(env: NodeJS.ProcessEnv): Promise<string | null> {
+  if (env['TOKEND_API_KEY']) return env['TOKEND_API_KEY'];
+  const file = env['TOKEND_API_KEY_FILE'];
+  if (!file) return null;
+  return readFile(file, 'utf8').then(
+    (key) => key.trim() || null,
+    () => null,
+  );
+}
+
+export class TokendClient {
+  readonly #target: Target;
+  readonly #apiKey: Promise<string | null>;
+  readonly #marginMs: number;
+  readonly #timeoutMs: number;
+  #cached: { token: AccessToken; expiresAtMs: number | null } | null = null;
+  #fetching: Promise<AccessToken> | null = null;
+
+  constructor(options: TokendClientOptions = {}) {
+    this.#target = target(locateDaemon(options));
+    this.#apiKey = options.apiKey ? Promise.resolve(options.apiKey) : apiKeyFromEnv(process.env);
+    this.#marginMs = options.refreshMarginMs ?? 30_000;
+    this.#timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  /** The daemon's address, for messages. */
+  get address(): string {
+    return this.#target.display;
+  }
+
+  /**
+   * The current access token. Cached until `refreshMarginMs` before expiry;
+   * any number of concurrent callers share one request.
+   */
+  async getAccessToken(): Promise<string> {
+    const c = this.#cached;
+    if (c && (c.expiresAtMs === null ? false : c.expiresAtMs - Date.now() > this.#marginMs)) return c.token.access_token;
+    return (await this.token()).access_token;
+  }
+
+  /** `GET /token`, uncached but shared among concurrent callers. */
+  token(): Promise<AccessToken> {
+    this.#fetching ??= this.#call<AccessToken>('GET', '/token')
+      .then((token) => {
+        this.#cached = { token, expiresAtMs: token.expires_at ? Date.parse(token.expires_at) : null };
+        return token;
+      })
+      .finally(() => {
+        this.#fetching = null;
+      });
+    return this.#fetching;
+  }
+
+  /** `GET /state`. */
+  state(): Promise<DaemonState> {
+    return this.#call('GET', '/state');
+  }
+
+  /** `POST /refresh-tokens`: refresh now (joining a refresh in flight); resolves once the new token is on disk. */
+  async refresh(): Promise<AccessToken & { version: number }> {
+    const token = await this.#call<AccessToken & { version: number }>('POST', '/refresh-tokens');
+    this.#cached = { token, expiresAtMs: token.expires_at ? Date.parse(token.expires_at) : null };
+    return token;
+  }
+
+  /** `POST /set-tokens`. */
+  setTokens(body: { access_token: string; refresh_token?: string | null; expires_in?: number }): Promise<AccessToken & { version: number }> {
+    this.#cached = null;
+    return this.#call('POST', '/set-tokens', body);
+  }
+
+  /** `GET /readyz`: true when the daemon holds a usable token and can persist. */
+  async ready(): Promise<boolean> {
+    try {
+      await this.#call('GET', '/readyz');
+      return true;
+    } catch (err) {
+      if (err instanceof TokendClientError && err.status === 503) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Call `cb` on every token change (`GET /events`), reconnecting with
+   * `Last-Event-ID` when the connection drops. Returns a function that stops.
+   */
+  onChange(cb: (event: TokenEvent) => void, onError?: (err: Error) => void): () => void {
+    const abort = new AbortController();
+    let lastId: string | null = null;
+    const loop = async (): Promise<void> => {
+      while (!abort.signal.aborted) {
+        try {
+          const key = await this.#apiKey;
+          const headers: Record<string, string> = { accept: 'text/event-stream' };
+          if (key) headers['authorization'] = `Bearer ${key}`;
+          if (lastId) headers['last-event-id'] = lastId;
+          const res = await request(`${this.#target.origin}/events`, { dispatcher: this.#target.dispatcher, headers, signal: abort.signal });
+          if (res.statusCode !== 200) {
+            const text = await res.body.text();
+            throw errorFrom(res.statusCode, text);
+          }
+          let buffer = '';
+          for await (const chunk of res.body) {
+            buffer += (chunk as Buffer).toString('utf8');
+            let end: number;
+            while ((end = buffer.indexOf('\n\n')) !== -1) {
+              const frame = buffer.slice(0, end);
+              buffer = buffer.slice(end + 2);
+              const event = parseFrame(frame);
+              if (event) {
+                lastId = event.id;
+                if (this.#cached && event.access_token) this.#cached = null;
+                cb(event);
+              }
+            }
+          }
+        } catch (err) {
+          if (abort.signal.aborted) return;
+          onError?.(err as Error);
+        }
+        if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, 1_000).unref());
+      }
+    };
+    void loop();
+    return () => abort.abort();
+  }
+
+  async #call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+    const key = await this.#apiKey;
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (key) headers['authorization'] = `Bearer ${key}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`${this.#target.origin}${path}`, {
+        method,
+        headers,
+        dispatcher: this.#target.dispatcher,
+        signal: AbortSignal.timeout(this.#timeoutMs),
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? (err as Error).name;
+      throw new TokendClientError('daemon_unreachable', `tokend is not reachable at ${this.#target.display} (${code}): is it running?`, null);
+    }
+    const text = await res.body.text();
+    if (res.statusCode >= 200 && res.statusCode < 300) return JSON.parse(text) as T;
+    throw errorFrom(res.statusCode, text);
+  }
+
+  async close(): Promise<void> {
+    await this.#target.dispatcher.close();
+  }
+}
+
+function errorFrom(status: number, text: string): TokendClientError {
+  try {
+    const body = JSON.parse(text) as Record<string, unknown>;
+    return new TokendClientError(String(body['error'] ?? 'http_error'), String(body['message'] ?? `HTTP ${status}`), status, body);
+  } catch {
+    return new TokendClientError('http_error', `HTTP ${status}`, status);
+  }
+}
+
+function parseFrame(frame: string): TokenEvent | null {
+  let id = '';
+  let data = '';
+  for (const line of frame.split('\n')) {
+    if (line.startsWith('id: ')) id = line.slice(4);
+    else if (line.startsWith('data: ')) data += line.slice(6);
+  }
+  if (data === '') return null;
+  return { id, ...(JSON.parse(data) as Omit<TokenEvent, 'id'>) };
+}
+
+/** What a process that reads the state file directly (without the lock) sees. */
+export interface StateFileView {
+  readonly accessToken: string | null;
+  readonly tokenType: string;
+  readonly expiresAt: Date | null;
+  readonly version: number;
+}
+
+/**
+ * Read the state file directly, without taking the lock. The owner replaces
+ * the file atomically, so a read sees the old content or the new, never half.
+ */
+export async function readStateFile(path: string = process.env['TOKEND_STATE_FILE'] || defaultStateFile()): Promise<StateFileView> {
+  const { state } = decodeState(await readFile(path, 'utf8'), path);
+  const t = state.tokens;
+  return {
+    accessToken: t && t.accessToken !== '' ? t.accessToken : null,
+    tokenType: t?.tokenType ?? 'Bearer',
+    expiresAt: t?.expiresAtMs ? new Date(t.expiresAtMs) : null,
+    version: state.version,
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * The HTTP API. `GET /token` and `GET /state` answer from the snapshot the
+ * owner pushed last: no cross-thread hop unless the token is about to expire.
+ * Writes go to the owner and answer only once the change is on disk.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z } from 'zod';
+import type { RefreshTrigger, Result, SetTokensInput, Snapshot } from '../contract.js';
+import { TokendError, type ErrorData } from '../errors.js';
+import { isAboutToExpire } from '../expiry.js';
+import { readJsonBody } from './body.js';
+import type { EventHub } from './events.js';
+import { fail, sendError, sendJson } from './reply.js';
+import { stateBody, tokenBody, usable } from './views.js';
+
+export interface Backend {
+  snapshot(): Snapshot;
+  ensureFresh(): Promise<Result<Snapshot>>;
+  refresh(trigger: RefreshTrigger): Promise<Result<Snapshot>>;
+  setTokens(input: SetTokensInput): Promise<Result<Snapshot>>;
+  readonly owner: { readonly pid: number; listen: string | null };
+  metricsText(): Promise<string>;
+  readonly hub: EventHub;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+export interface Route {
+  readonly method: 'GET' | 'POST';
+  readonly path: string;
+  readonly handler: Handler;
+}
+
+const setTokensSchema = z.strictObject({
+  access_token: z.string().min(1).max(8192),
+  refresh_token: z.string().min(1).max(8192).nullable().optional(),
+  expires_in: z.number().int().positive().max(10 * 365 * 24 * 3600).optional(),
+  token_type: z.string().min(1).max(64).optional(),
+  scope: z.string().max(4096).nullable().optional(),
+});
+
+function unavailable(s: Snapshot): ErrorData {
+  if (s.status === 'lock_lost') return { code: 'lock_lost', message: s.reason ?? 'state-file lock lost' };
+  return { code: 'reauthorization_required', message: s.reason ?? 'no usable access token: run `tokend login`' };
+}
+
+function sendToken(res: ServerResponse, s: Snapshot, now: number): void {
+  sendJson(res, 200, tokenBody(s, now));
+}
+
+export function routes(backend: Backend): Route[] {
+  const getToken: Handler = async (_req, res) => {
+    let s = backend.snapshot();
+    let now = Date.now();
+    const t = s.token;
+    // Hot path: a token that is not about to expire is answered from the snapshot.
+    if (t && s.status === 'ok' && !isAboutToExpire(t.obtainedAtMs, t.expiresAtMs, now)) return sendToken(res, s, now);
+    if (s.status === 'reauthorization_required' || s.status === 'lock_lost' || s.status === 'waiting_for_login') {
+      return sendError(res, unavailable(s));
+    }
+    const fresh = await backend.ensureFresh();
+    now = Date.now();
+    if (fresh.ok) s = fresh.value;
+    if (usable(s, now)) return sendToken(res, s, now);
+    return sendError(res, fresh.ok ? unavailable(s) : fresh.error);
+  };
+
+  const refresh: Handler = async (req, res) => {
+    await readJsonBody(req, false);
+    const result = await backend.refresh('http');
+    if (!result.ok) {
+      const upstream = result.error.details?.['upstream'];
+      return sendError(res, result.error, undefined, upstream ? { upstream } : undefined);
+    }
+    const s = result.value;
+    sendJson(res, 200, { ...tokenBody(s, Date.now()), version: s.version });
+  };
+
+  const setTokens: Handler = async (req, res) => {
+    const body = await readJsonBody(req, true);
+    const parsed = setTokensSchema.safeParse(body);
+    if (!parsed.success) {
+      const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+      throw new TokendError('invalid_request', `invalid /set-tokens body: ${problems}`);
+    }
+    const b = parsed.data;
+    const input: SetTokensInput = {
+      accessToken: b.access_token,
+      refreshToken: b.refresh_token ?? null,
+      expiresInSec: b.expires_in ?? null,
+      ...(b.token_type ? { tokenType: b.token_type } : {}),
+      ...(b.scope !== undefined ? { scope: b.scope } : {}),
+    };
+    const result = await backend.setTokens(input);
+    if (!result.ok) return sendError(res, result.error);
+    sendJson(res, 200, { ...tokenBody(result.value, Date.now()), version: result.value.version });
+  };
+
+  return [
+    { method: 'GET', path: '/token', handler: getToken },
+    { method: 'GET', path: '/state', handler: (_req, res) => sendJson(res, 200, stateBody(backend.snapshot(), Date.now(), backend.owner)) },
+    { method: 'POST', path: '/refresh-tokens', handler: refresh },
+    { method: 'POST', path: '/set-tokens', handler: setTokens },
+    { method: 'GET', path: '/healthz', handler: (_req, res) => sendJson(res, 200, { status: 'serving' }) },
+    {
+      method: 'GET',
+      path: '/readyz',
+      handler: (_req, res) => {
+        const s = backend.snapshot();
+        const now = Date.now();
+        if (!usable(s, now)) return fail(res, 'not_ready', `${s.status}: ${s.reason ?? 'no usable access token'}`);
+        if (!s.persist.ok) return fail(res, 'not_ready', `state file cannot be written: ${s.persist.lastError ?? 'unknown error'}`);
+        if (!s.lockHeld) return fail(res, 'not_ready', 'the state-file lock is not held');
+        sendJson(res, 200, { status: s.status, ready: true });
+      },
+    },
+    {
+      method: 'GET',
+      path: '/metrics',
+      handler: async (_req, res) => {
+        const text = await backend.metricsText();
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
+        res.end(text);
+      },
+    },
+    { method: 'GET', path: '/events', handler: (req, res) => backend.hub.subscribe(req, res) },
+  ];
+}

@@ -1,0 +1,57 @@
+/** Snapshot → wire JSON. OAuth names on the wire; the refresh token itself never leaves the owner. */
+import type { Snapshot } from '../contract.js';
+
+const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined || !Number.isFinite(ms) ? null : new Date(ms).toISOString());
+
+export interface TokenBody {
+  readonly access_token: string;
+  readonly token_type: string;
+  readonly expires_at: string | null;
+  readonly expires_in: number | null;
+}
+
+export function tokenBody(s: Snapshot, nowMs: number): TokenBody | null {
+  const t = s.token;
+  if (!t) return null;
+  return {
+    access_token: t.accessToken,
+    token_type: t.tokenType,
+    expires_at: iso(t.expiresAtMs),
+    expires_in: t.expiresAtMs === null ? null : Math.max(0, Math.floor((t.expiresAtMs - nowMs) / 1000)),
+  };
+}
+
+/** Whether the snapshot holds a token that may be served now. */
+export function usable(s: Snapshot, nowMs: number): boolean {
+  return s.token !== null && (s.status === 'ok' || s.status === 'expired') && (s.token.expiresAtMs === null || s.token.expiresAtMs > nowMs);
+}
+
+export function stateBody(s: Snapshot, nowMs: number, owner: { pid: number; listen: string | null }): Record<string, unknown> {
+  const t = s.token;
+  const next = s.refresh.nextAtMs;
+  return {
+    status: s.status,
+    reason: s.reason,
+    ready: s.status === 'ok' && s.persist.ok && s.lockHeld,
+    ...tokenBody(s, nowMs),
+    scope: t?.scope ?? null,
+    obtained_at: iso(t?.obtainedAtMs),
+    access_token_fingerprint: t?.fingerprint ?? null,
+    refresh_token_fingerprint: t?.refreshFingerprint ?? null,
+    provider: s.provider,
+    account: s.account,
+    version: s.version,
+    state_file: s.stateFile,
+    lock_held: s.lockHeld,
+    refresh: {
+      in_flight: s.refresh.inFlight,
+      next_at: next === null ? null : iso(Math.max(next, nowMs)),
+      last_attempt_at: iso(s.refresh.lastAttemptAtMs),
+      last_success_at: iso(s.refresh.lastSuccessAtMs),
+      last_error: s.refresh.lastError ? { error: s.refresh.lastError.code, message: s.refresh.lastError.message } : null,
+      consecutive_failures: s.refresh.consecutiveFailures,
+    },
+    persist: { ok: s.persist.ok, last_error: s.persist.lastError, last_write_at: iso(s.persist.lastWriteAtMs) },
+    owner,
+  };
+}

@@ -1,0 +1,36 @@
+/**
+ * pino, JSON by default and pretty on a terminal, with token fields redacted
+ * as a second fence: code logs fingerprints, never token values.
+ */
+import { pino, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+export type { Logger };
+
+const redact = [
+  'access_token',
+  'refresh_token',
+  'accessToken',
+  'refreshToken',
+  'client_secret',
+  'clientSecret',
+  'apiKey',
+  'authorization',
+  '*.access_token',
+  '*.refresh_token',
+  '*.accessToken',
+  '*.refreshToken',
+  '*.client_secret',
+  '*.clientSecret',
+  '*.authorization',
+  'req.headers.authorization',
+];
+
+export function createLogger(level: string, prettyOutput: boolean, name: string): Logger {
+  const options = { level, name, redact: { paths: redact, censor: '[redacted]' }, base: { pid: process.pid } };
+  // Synchronous writes to fd 2 work the same from a worker thread and survive process.exit().
+  const stream = prettyOutput
+    ? pretty({ sync: true, destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss' })
+    : pino.destination({ fd: 2, sync: true });
+  return pino(options, stream);
+}

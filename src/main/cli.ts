@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+/**
+ * The `tokend` command. The only module that calls process.exit: every
+ * command returns its exit code (0 ok, 1 failure, 2 usage or config,
+ * 75 state owned by another daemon).
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { exitCodeOf, isErrorCode } from '../errors.js';
+import { createLogger } from '../log.js';
+import { TokendClient, TokendClientError } from '../client/index.js';
+import { ConfigError, envNames, loadConfig, type OptionName, type RawOptions } from './config.js';
+import { startDaemon, StartError } from './daemon.js';
+import { printStatus } from './status.js';
+import { runTokenExec, readSetInput } from './client-commands.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+const providerOptions: Array<[OptionName, string]> = [
+  ['provider', 'monzo (default), oidc or custom'],
+  ['issuer', 'OIDC issuer URL (endpoints from its discovery document)'],
+  ['authUrl', 'authorization endpoint (overrides the preset)'],
+  ['tokenUrl', 'token endpoint (overrides the preset)'],
+  ['clientId', 'OAuth client id'],
+  ['clientSecret', 'OAuth client secret (prefer the environment: argv is visible to other users)'],
+  ['authMethod', 'client_secret_post, client_secret_basic or none'],
+  ['scope', 'scope to request at login'],
+  ['redirectUri', 'redirect URI registered with the provider'],
+];
+const daemonOptions: Array<[OptionName, string]> = [
+  ['stateFile', 'state file path'],
+  ['listen', 'HOST:PORT or unix:/path (default 127.0.0.1:4242)'],
+  ['apiKey', 'API key clients must send as Authorization: Bearer'],
+  ['apiKeyFile', 'file holding the API key'],
+  ['logLevel', 'fatal, error, warn, info, debug, trace or silent'],
+  ['allowedOrigins', 'comma-separated browser origins allowed to call the API'],
+  ['allowedHosts', 'comma-separated extra Host names accepted'],
+  ['wakeInterval', 'longest sleep between clock checks, ms'],
+  ['upstreamTimeout', 'deadline for a token request, ms'],
+  ['shutdownTimeout', 'how long shutdown waits for a refresh in flight, ms'],
+];
+const clientOptions: Array<[OptionName, string]> = [
+  ['listen', 'where the daemon listens (default: TOKEND_LISTEN, the owner record, 127.0.0.1:4242)'],
+  ['stateFile', 'state file whose owner record names the daemon'],
+  ['apiKey', 'API key'],
+];
+
+function addOptions(cmd: Command, list: Array<[OptionName, string]>): Command {
+  for (const [name, help] of list) {
+    const flag = `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} <value>`;
+    cmd.addOption(new Option(flag, `${help} [env ${envNames[name][0]}]`));
+  }
+  return cmd;
+}
+
+function client(opts: RawOptions): TokendClient {
+  return new TokendClient({
+    ...(opts.listen ? { url: opts.listen } : {}),
+    ...(opts.stateFile ? { stateFile: opts.stateFile } : {}),
+    ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+  });
+}
+
+function say(line: string): void {
+  process.stderr.write(`tokend: ${line}\n`);
+}
+
+/** Map a client failure to its message and exit code. */
+function clientFailure(err: unknown): number {
+  if (err instanceof TokendClientError) {
+    say(err.message);
+    return isErrorCode(err.code) ? exitCodeOf(err.code) : 1;
+  }
+  say((err as Error).message);
+  return 1;
+}
+
+async function serve(opts: RawOptions): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(opts, process.env, { needsProvider: true });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const p of err.problems) say(p);
+    return 2;
+  }
+  const pretty = process.stderr.isTTY === true;
+  const log = createLogger(config.logLevel, pretty, 'tokend');
+  let daemon;
+  try {
+    daemon = await startDaemon(config, log, { prettyLogs: pretty });
+  } catch (err) {
+    if (!(err instanceof StartError)) throw err;
+    say(err.error.message);
+    return err.exitCode;
+  }
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      // Every change was already written: exiting now loses nothing.
+      log.warn({ signal }, 'second signal: exiting at once');
+      process.exit(1);
+    }
+    void daemon.stop(signal);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal);
+  const fatal = (err: unknown): void => {
+    log.fatal({ err: (err as Error)?.message }, 'fatal error');
+    void daemon.stop('fatal error').then(() => process.exit(1));
+  };
+  process.on('uncaughtException', fatal);
+  process.on('unhandledRejection', fatal);
+  return daemon.done;
+}
+
+export function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command('tokend')
+    .description('A local OAuth2 token daemon: keeps one account\'s tokens fresh and durable, and serves them to local programs.')
+    .version(pkg.version, '-V, --version')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const serveCmd = new Command('serve').description('run the daemon (the default command)');
+  addOptions(addOptions(serveCmd, providerOptions), daemonOptions)
+    .option('--move-corrupt-aside', 'move a corrupt state file aside instead of refusing to start')
+    .action(async (opts: RawOptions) => setExit(await serve(opts)));
+  program.addCommand(serveCmd, { isDefault: true });
+
+  const tokenCmd = new Command('token')
+    .description('print the current access token (for $(tokend token)), or run a command with it')
+    .option('--exec', 'run the command after -- with the token in $TOKEND_ACCESS_TOKEN')
+    .option('--env <name>', 'environment variable name for --exec', 'TOKEND_ACCESS_TOKEN')
+    .argument('[command...]', 'command to run with --exec')
+    .action(async (command: string[], opts: RawOptions & { exec?: boolean; env: string }) => {
+      try {
+        const token = await client(opts).getAccessToken();
+        if (opts.exec) return setExit(await runTokenExec(command, opts.env, token));
+        process.stdout.write(`${token}\n`);
+        setExit(0);
+      } catch (err) {
+        setExit(clientFailure(err));
+      }
+    });
+  program.addCommand(addOptions(tokenCmd, clientOptions));
+
+  const statusCmd = new Command('status')
+    .description('show the daemon\'s state, human readable (exit 1 unless ready)')
+    .option('--json', 'print GET /state as JSON')
+    .action(async (opts: RawOptions & { json?: boolean }) => {
+      try {
+        setExit(await printStatus(client(opts), opts.json === true));
+      } catch (err) {
+        setExit(clientFailure(err));
+      }
+    });
+  program.addCommand(addOptions(statusCmd, clientOptions));
+
+  const refreshCmd = new Command('refresh').description('refresh the tokens now and print the new expiry').action(async (opts: RawOptions) => {
+    try {
+      const r = await client(opts).refresh();
+      process.stdout.write(`refreshed: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
+      setExit(0);
+    } catch (err) {
+      setExit(clientFailure(err));
+    }
+  });
+  program.addCommand(addOptions(refreshCmd, clientOptions));
+
+  const setCmd = new Command('set')
+    .description('hand the daemon tokens obtained elsewhere; reads JSON {access_token, refresh_token, expires_in} from stdin with --stdin')
+    .option('--stdin', 'read the tokens as JSON from standard input (keeps them out of argv)')
+    .option('--access-token <token>', 'access token')
+    .option('--refresh-token <token>', 'refresh token')
+    .option('--expires-in <seconds>', 'access token lifetime in seconds')
+    .action(async (opts: RawOptions & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
+      try {
+        const input = await readSetInput(opts);
+        const r = await client(opts).setTokens(input);
+        process.stdout.write(`tokens set: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
+        setExit(0);
+      } catch (err) {
+        setExit(clientFailure(err));
+      }
+    });
+  program.addCommand(addOptions(setCmd, clientOptions));
+
+  return program;
+}
+
+async function main(): Promise<void> {
+  let code = 0;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    }
+    say((err as Error).message);
+    process.exit(1);
+  }
+  process.exit(code);
+}
+
+await main();

@@ -1,0 +1,233 @@
+/**
+ * Configuration, parsed once at the edge into one frozen `Config`.
+ *
+ * Precedence: flag > environment > default. Every problem is collected and
+ * reported on its own line naming the option; nothing starts until the
+ * whole configuration is valid (exit 2).
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+import type { ClientAuthMethod } from '../contract.js';
+
+export type Listen = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+
+export interface ProviderConfig {
+  readonly name: 'monzo' | 'oidc' | 'custom';
+  readonly issuer: string | null;
+  readonly authUrl: string | null;
+  readonly tokenUrl: string | null;
+  readonly clientId: string | null;
+  readonly clientSecret: string | null;
+  readonly authMethod: ClientAuthMethod | null;
+  readonly scope: string | null;
+  readonly redirectUri: string;
+}
+
+export interface Config {
+  readonly provider: ProviderConfig;
+  readonly stateFile: string;
+  readonly listen: Listen;
+  readonly apiKey: string | null;
+  readonly logLevel: string;
+  readonly allowedOrigins: readonly string[];
+  readonly allowedHosts: readonly string[];
+  readonly wakeIntervalMs: number;
+  readonly upstreamTimeoutMs: number;
+  readonly shutdownTimeoutMs: number;
+  readonly moveCorruptAside: boolean;
+}
+
+/** Option name (as a flag, camelCase) → environment variables, first found wins. */
+export const envNames = {
+  provider: ['TOKEND_PROVIDER'],
+  issuer: ['TOKEND_ISSUER'],
+  authUrl: ['TOKEND_AUTH_URL'],
+  tokenUrl: ['TOKEND_TOKEN_URL'],
+  clientId: ['TOKEND_CLIENT_ID', 'monzo_client_id'],
+  clientSecret: ['TOKEND_CLIENT_SECRET', 'monzo_client_secret'],
+  authMethod: ['TOKEND_TOKEN_AUTH_METHOD'],
+  scope: ['TOKEND_SCOPE'],
+  redirectUri: ['TOKEND_REDIRECT_URI'],
+  stateFile: ['TOKEND_STATE_FILE', 'store_path'],
+  listen: ['TOKEND_LISTEN'],
+  apiKey: ['TOKEND_API_KEY'],
+  apiKeyFile: ['TOKEND_API_KEY_FILE'],
+  logLevel: ['TOKEND_LOG_LEVEL'],
+  allowedOrigins: ['TOKEND_ALLOWED_ORIGINS'],
+  allowedHosts: ['TOKEND_ALLOWED_HOSTS'],
+  wakeInterval: ['TOKEND_WAKE_INTERVAL_MS'],
+  upstreamTimeout: ['TOKEND_UPSTREAM_TIMEOUT_MS'],
+  shutdownTimeout: ['TOKEND_SHUTDOWN_TIMEOUT_MS'],
+} as const;
+
+export type OptionName = keyof typeof envNames;
+export type RawOptions = Partial<Record<OptionName, string | undefined>> & { moveCorruptAside?: boolean };
+
+/** The flag that sets an option, for messages: `clientId` → `--client-id`. */
+export const flagOf = (name: OptionName): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+const presets = {
+  monzo: { authUrl: 'https://auth.monzo.com/', tokenUrl: 'https://api.monzo.com/oauth2/token', authMethod: 'client_secret_post', scope: null },
+  oidc: { authUrl: null, tokenUrl: null, authMethod: null, scope: 'openid offline_access' },
+  custom: { authUrl: null, tokenUrl: null, authMethod: null, scope: null },
+} as const;
+
+export const DEFAULT_LISTEN = '127.0.0.1:4242';
+export const DEFAULT_REDIRECT_URI = 'http://localhost:8080/authorization-code';
+
+export function defaultStateFile(env: NodeJS.ProcessEnv = process.env): string {
+  const base = env['XDG_STATE_HOME'] && isAbsolute(env['XDG_STATE_HOME']) ? env['XDG_STATE_HOME'] : join(homedir(), '.local', 'state');
+  return join(base, 'tokend', 'tokens.json');
+}
+
+export function parseListen(value: string): Listen | string {
+  if (value.startsWith('unix:')) {
+    const path = value.slice(5);
+    return path === '' ? 'unix: needs a path, as in unix:/run/tokend.sock' : { kind: 'unix', path: resolve(path) };
+  }
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  if (!m) return `"${value}" is not HOST:PORT or unix:/path`;
+  const port = Number(m[3]);
+  if (port > 65535) return `port ${port} is out of range`;
+  return { kind: 'tcp', host: (m[1] ?? m[2])!, port };
+}
+
+export function formatListen(listen: Listen): string {
+  if (listen.kind === 'unix') return `unix:${listen.path}`;
+  return listen.host.includes(':') ? `[${listen.host}]:${listen.port}` : `${listen.host}:${listen.port}`;
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127(?:\.\d{1,3}){3}$/.test(host);
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join('\n'));
+  }
+}
+
+const url = z.url({ protocol: /^https?$/ });
+const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Pick flag, then the environment. Empty strings count as unset. */
+function pick(name: OptionName, flags: RawOptions, env: NodeJS.ProcessEnv): { value: string; from: string } | null {
+  const flag = flags[name];
+  if (flag !== undefined && flag !== '') return { value: flag, from: flagOf(name) };
+  for (const key of envNames[name]) {
+    const v = env[key];
+    if (v !== undefined && v !== '') return { value: v, from: key };
+  }
+  return null;
+}
+
+export interface LoadOptions {
+  /** Whether this command talks to the provider (serve, login): then provider settings must be complete. */
+  readonly needsProvider: boolean;
+}
+
+export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: LoadOptions): Config {
+  const problems: string[] = [];
+  const get = (name: OptionName): string | null => pick(name, flags, env)?.value ?? null;
+  const label = (name: OptionName): string => `${envNames[name][0]} (${flagOf(name)})`;
+
+  const providerName = get('provider') ?? 'monzo';
+  if (!(providerName in presets)) problems.push(`${label('provider')}: must be monzo, oidc or custom, not "${providerName}"`);
+  const preset = presets[providerName as keyof typeof presets] ?? presets.custom;
+
+  const checkUrl = (name: OptionName): string | null => {
+    const v = get(name);
+    if (v !== null && !url.safeParse(v).success) problems.push(`${label(name)}: "${v}" is not an http(s) URL`);
+    return v;
+  };
+  const issuer = checkUrl('issuer');
+  const authUrl = checkUrl('authUrl') ?? preset.authUrl;
+  const tokenUrl = checkUrl('tokenUrl') ?? preset.tokenUrl;
+  const redirectUri = checkUrl('redirectUri') ?? DEFAULT_REDIRECT_URI;
+  const clientId = get('clientId');
+  const clientSecret = get('clientSecret');
+  const authMethodRaw = get('authMethod');
+  let authMethod: ClientAuthMethod | null = preset.authMethod;
+  if (authMethodRaw !== null) {
+    if (authMethodRaw === 'client_secret_post' || authMethodRaw === 'client_secret_basic' || authMethodRaw === 'none') authMethod = authMethodRaw;
+    else problems.push(`${label('authMethod')}: must be client_secret_post, client_secret_basic or none`);
+  }
+  if (opts.needsProvider) {
+    if (clientId === null) problems.push(`${label('clientId')}: required (the OAuth client id registered with the provider)`);
+    if (providerName === 'oidc' && issuer === null && tokenUrl === null) problems.push(`${label('issuer')}: required for the oidc provider`);
+    if (providerName === 'custom' && tokenUrl === null) problems.push(`${label('tokenUrl')}: required for the custom provider`);
+  }
+
+  const stateRaw = get('stateFile');
+  const stateFile = stateRaw === null ? defaultStateFile(env) : resolve(stateRaw);
+
+  const listenRaw = get('listen') ?? DEFAULT_LISTEN;
+  const listen = parseListen(listenRaw);
+  if (typeof listen === 'string') problems.push(`${label('listen')}: ${listen}`);
+
+  let apiKey = get('apiKey');
+  const apiKeyFile = get('apiKeyFile');
+  if (apiKey === null && apiKeyFile !== null) {
+    try {
+      apiKey = readFileSync(apiKeyFile, 'utf8').trim();
+      if (apiKey === '') problems.push(`${label('apiKeyFile')}: ${apiKeyFile} is empty`);
+    } catch (err) {
+      problems.push(`${label('apiKeyFile')}: cannot read ${apiKeyFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+  if (apiKey !== null && apiKey !== '' && apiKey.length < 16) problems.push(`${label('apiKey')}: must be at least 16 characters`);
+  if (typeof listen === 'object' && listen.kind === 'tcp' && !isLoopback(listen.host) && !apiKey) {
+    problems.push(`${label('listen')}: ${listenRaw} is not a loopback address; set TOKEND_API_KEY (or TOKEND_API_KEY_FILE) to listen on it`);
+  }
+
+  const logLevel = get('logLevel') ?? 'info';
+  if (!(logLevels as readonly string[]).includes(logLevel)) problems.push(`${label('logLevel')}: must be one of ${logLevels.join(', ')}`);
+
+  const int = (name: OptionName, fallback: number, min: number, max: number): number => {
+    const v = get(name);
+    if (v === null) return fallback;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${label(name)}: must be an integer from ${min} to ${max}`);
+      return fallback;
+    }
+    return n;
+  };
+  const wakeIntervalMs = int('wakeInterval', 15_000, 50, 300_000);
+  const upstreamTimeoutMs = int('upstreamTimeout', 15_000, 100, 300_000);
+  const shutdownTimeoutMs = int('shutdownTimeout', 10_000, 0, 120_000);
+
+  const list = (name: OptionName): string[] =>
+    (get(name) ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({
+    provider: Object.freeze({
+      name: providerName as ProviderConfig['name'],
+      issuer,
+      authUrl,
+      tokenUrl,
+      clientId,
+      clientSecret,
+      authMethod,
+      scope: get('scope') ?? preset.scope,
+      redirectUri,
+    }),
+    stateFile,
+    listen: listen as Listen,
+    apiKey: apiKey === '' ? null : apiKey,
+    logLevel,
+    allowedOrigins: Object.freeze(list('allowedOrigins')),
+    allowedHosts: Object.freeze(list('allowedHosts')),
+    wakeIntervalMs,
+    upstreamTimeoutMs,
+    shutdownTimeoutMs,
+    moveCorruptAside: flags.moveCorruptAside === true,
+  });
+}

@@ -1,0 +1,212 @@
+/**
+ * Start and stop, in one place.
+ *
+ * Start is a handshake: the owner thread takes the lock and loads the state,
+ * then answers; only then does the HTTP server listen. Stop is start
+ * reversed: refuse new work (503, Connection: close) → close the server →
+ * let the refresh in flight settle (bounded) and flush → release the lock →
+ * exit. A second signal exits at once: every change was already on disk.
+ */
+import { randomUUID } from 'node:crypto';
+import { unlinkSync } from 'node:fs';
+import { connect } from 'node:net';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { OwnerOptions } from '../contract.js';
+import { exitCodeOf, type ErrorData } from '../errors.js';
+import { EventHub } from '../http/events.js';
+import { createHttpServer } from '../http/app.js';
+import type { Logger } from '../log.js';
+import { formatListen, type Config, type Listen } from './config.js';
+import { Metrics } from './metrics.js';
+import { OwnerHandle } from './owner-handle.js';
+
+export interface DaemonHooks {
+  /** Called once listening, with the address clients should use. */
+  readonly onListening?: (address: string) => void;
+  readonly prettyLogs: boolean;
+}
+
+export interface RunningDaemon {
+  readonly address: string;
+  /** Resolves with the exit code once the daemon has stopped. */
+  readonly done: Promise<number>;
+  stop(reason: string): Promise<number>;
+}
+
+export function ownerOptions(config: Config, prettyLogs: boolean, instance: string): OwnerOptions {
+  const p = config.provider;
+  return {
+    stateFile: config.stateFile,
+    provider: {
+      name: p.name,
+      tokenUrl: p.tokenUrl ?? '',
+      clientId: p.clientId ?? '',
+      clientSecret: p.clientSecret,
+      authMethod: p.authMethod ?? 'client_secret_basic',
+    },
+    timeouts: {
+      connectMs: Math.min(5_000, config.upstreamTimeoutMs),
+      headersMs: config.upstreamTimeoutMs,
+      bodyMs: config.upstreamTimeoutMs,
+      totalMs: config.upstreamTimeoutMs,
+    },
+    wakeIntervalMs: config.wakeIntervalMs,
+    owner: { pid: process.pid, instance, listen: null },
+    moveCorruptAside: config.moveCorruptAside,
+    logLevel: config.logLevel,
+    prettyLogs,
+  };
+}
+
+export class StartError extends Error {
+  constructor(
+    readonly error: ErrorData,
+    readonly exitCode: number,
+  ) {
+    super(error.message);
+  }
+}
+
+export async function startDaemon(config: Config, log: Logger, hooks: DaemonHooks): Promise<RunningDaemon> {
+  const metrics = new Metrics();
+  let hub: EventHub | null = null;
+  let fatal: (e: ErrorData) => void = () => undefined;
+  const started = await OwnerHandle.start(ownerOptions(config, hooks.prettyLogs, randomUUID()), log, {
+    onSnapshot(snapshot, previous) {
+      metrics.setSnapshot(snapshot);
+      hub?.publish(snapshot, previous);
+    },
+    onEvent: (event) => metrics.record(event),
+    onRestart: () => metrics.workerRestarted(),
+    onFatal: (e) => fatal(e),
+  });
+  if (!started.ok) throw new StartError(started.error, exitCodeOf(started.error.code));
+  const owner = started.value;
+  metrics.setSnapshot(owner.snapshot);
+  hub = new EventHub(() => owner.snapshot);
+
+  let draining = false;
+  const ownerInfo = { pid: process.pid, listen: null as string | null };
+  const server = createHttpServer({
+    listen: config.listen,
+    apiKey: config.apiKey,
+    allowedOrigins: config.allowedOrigins,
+    allowedHosts: config.allowedHosts,
+    log,
+    metrics,
+    isDraining: () => draining,
+    backend: {
+      snapshot: () => owner.snapshot,
+      ensureFresh: () => owner.ensureFresh(),
+      refresh: (trigger) => owner.refresh(trigger),
+      setTokens: (input) => owner.setTokens(input),
+      owner: ownerInfo,
+      metricsText: () => metrics.registry.metrics(),
+      hub,
+    },
+  });
+
+  let address: string;
+  try {
+    address = await listen(server, config.listen);
+  } catch (err) {
+    await owner.close(0);
+    await owner.destroy();
+    const e = err as NodeJS.ErrnoException;
+    const message = `cannot listen on ${formatListen(config.listen)}: ${e.code === 'EADDRINUSE' ? 'address already in use' : (e.code ?? e.message)}`;
+    throw new StartError({ code: 'config_invalid', message }, 1);
+  }
+  ownerInfo.listen = address;
+  await owner.setListen(address);
+  log.info({ listen: address, stateFile: config.stateFile, status: owner.snapshot.status }, 'tokend serving');
+  hooks.onListening?.(address);
+
+  let resolveDone!: (code: number) => void;
+  const done = new Promise<number>((resolve) => (resolveDone = resolve));
+  let stopping: Promise<number> | null = null;
+
+  const stop = (reason: string, code = 0): Promise<number> => {
+    stopping ??= (async () => {
+      log.info({ reason }, 'shutting down');
+      draining = true;
+      hub!.closeAll();
+      const closed = closeServer(server, 2_000);
+      const result = await owner.close(config.shutdownTimeoutMs);
+      if (!result.ok) log.error({ code: result.error.code }, result.error.message);
+      await closed;
+      if (config.listen.kind === 'unix') removeSocket(config.listen.path);
+      log.info({ version: owner.snapshot.version }, 'stopped');
+      resolveDone(code);
+      return code;
+    })();
+    return stopping;
+  };
+  fatal = (e) => {
+    log.fatal({ code: e.code }, e.message);
+    void stop('owner thread failed', 1);
+  };
+  return { address, done, stop: (reason) => stop(reason) };
+}
+
+async function listen(server: Server, where: Listen): Promise<string> {
+  if (where.kind === 'unix') await removeStaleSocket(where.path);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if (where.kind === 'unix') {
+      // The socket is created 0600 from the start: no window where others may connect.
+      const old = process.umask(0o177);
+      try {
+        server.listen(where.path, () => resolve());
+      } finally {
+        process.umask(old);
+      }
+    } else {
+      server.listen(where.port, where.host, () => resolve());
+    }
+  });
+  server.removeAllListeners('error');
+  server.on('error', () => undefined);
+  if (where.kind === 'unix') return formatListen(where);
+  const addr = server.address() as AddressInfo;
+  return formatListen({ kind: 'tcp', host: where.host, port: addr.port });
+}
+
+/** A socket file nobody answers on is left from a crash: remove it. A live one is left alone. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const live = await new Promise<boolean>((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+  if (!live) removeSocket(path);
+}
+
+function removeSocket(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Close the server: idle keep-alive sockets at once, busy ones as soon as
+ * their response ends (a socket busy at close() otherwise lingers until
+ * keepAliveTimeout on Node 20), everything at the deadline.
+ */
+function closeServer(server: Server, deadlineMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const sweep = setInterval(() => server.closeIdleConnections(), 25);
+    const deadline = setTimeout(() => server.closeAllConnections(), deadlineMs);
+    server.close(() => {
+      clearInterval(sweep);
+      clearTimeout(deadline);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

@@ -1,0 +1,115 @@
+/**
+ * Prometheus metrics (prom-client), kept on the main thread: the owner
+ * reports refreshes and writes as events, the HTTP layer times requests.
+ * No label or value ever carries a token.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DaemonStatus, OwnerEvent, Snapshot } from '../contract.js';
+
+const statuses: readonly DaemonStatus[] = ['ok', 'waiting_for_login', 'expired', 'reauthorization_required', 'lock_lost'];
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #refreshes: Counter<'outcome'>;
+  readonly #refreshSeconds: Histogram;
+  readonly #persistSeconds: Histogram<'result'>;
+  readonly #requests: Counter<'route' | 'status'>;
+  readonly #requestSeconds: Histogram<'route'>;
+  readonly #restarts: Counter;
+  #snapshot: Snapshot | null = null;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'tokend_' });
+    this.#refreshes = new Counter({ name: 'tokend_refresh_total', help: 'Refresh attempts by outcome', labelNames: ['outcome'], registers });
+    this.#refreshSeconds = new Histogram({
+      name: 'tokend_refresh_duration_seconds',
+      help: 'Duration of upstream refresh calls',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.#persistSeconds = new Histogram({
+      name: 'tokend_persist_duration_seconds',
+      help: 'Duration of state-file writes (temp, fsync, rename, dir fsync)',
+      labelNames: ['result'],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+      registers,
+    });
+    this.#requests = new Counter({ name: 'tokend_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers });
+    this.#requestSeconds = new Histogram({
+      name: 'tokend_http_request_duration_seconds',
+      help: 'HTTP request latency by route',
+      labelNames: ['route'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5],
+      registers,
+    });
+    this.#restarts = new Counter({ name: 'tokend_worker_restarts_total', help: 'Restarts of the owner thread', registers });
+    const snap = (): Snapshot | null => this.#snapshot;
+    new Gauge({
+      name: 'tokend_token_expires_in_seconds',
+      help: 'Seconds until the access token expires (negative when expired)',
+      registers,
+      collect() {
+        const at = snap()?.token?.expiresAtMs;
+        if (at !== null && at !== undefined) this.set((at - Date.now()) / 1000);
+      },
+    });
+    new Gauge({
+      name: 'tokend_last_refresh_success_timestamp_seconds',
+      help: 'Unix time of the last successful refresh',
+      registers,
+      collect() {
+        const at = snap()?.refresh.lastSuccessAtMs;
+        if (at !== null && at !== undefined) this.set(at / 1000);
+      },
+    });
+    new Gauge({
+      name: 'tokend_lock_held',
+      help: '1 while this daemon holds the state-file lock',
+      registers,
+      collect() {
+        this.set(snap()?.lockHeld ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'tokend_persist_ok',
+      help: '1 when the last state-file write succeeded',
+      registers,
+      collect() {
+        this.set(snap()?.persist.ok === false ? 0 : 1);
+      },
+    });
+    new Gauge({
+      name: 'tokend_status',
+      help: 'Daemon status: 1 for the current one',
+      labelNames: ['status'],
+      registers,
+      collect() {
+        const current = snap()?.status;
+        for (const s of statuses) this.set({ status: s }, s === current ? 1 : 0);
+      },
+    });
+  }
+
+  setSnapshot(snapshot: Snapshot): void {
+    this.#snapshot = snapshot;
+  }
+
+  record(event: OwnerEvent): void {
+    if (event.type === 'refresh') {
+      this.#refreshes.inc({ outcome: event.outcome });
+      if (event.outcome !== 'skipped') this.#refreshSeconds.observe(event.seconds);
+    } else if (event.type === 'persist') {
+      this.#persistSeconds.observe({ result: event.ok ? 'ok' : 'error' }, event.seconds);
+    }
+  }
+
+  request(route: string, status: number, seconds: number): void {
+    this.#requests.inc({ route, status: String(status) });
+    this.#requestSeconds.observe({ route }, seconds);
+  }
+
+  workerRestarted(): void {
+    this.#restarts.inc();
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * The main thread's side of the owner thread.
+ *
+ * piscina supervises one long-lived worker; Comlink carries RPC on a
+ * dedicated port; snapshots and measurements arrive on a second, plain port,
+ * so the HTTP hot path reads the latest snapshot without a cross-thread hop.
+ *
+ * When the worker dies, calls on the old Comlink proxy never settle: the
+ * port's 'close' rejects everything outstanding, then a new worker is
+ * attached and reloads from the file (the file is always at least as new as
+ * anything that was served).
+ */
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type { OwnerEvent, OwnerOptions, RefreshTrigger, Result, SetTokensInput, Snapshot } from '../contract.js';
+import type { ErrorData } from '../errors.js';
+import type { Logger } from '../log.js';
+import { releaseOwner, wrapOwner, type OwnerRemote } from '../protocol.js';
+
+const WORKER = new URL('../state-worker/worker.js', import.meta.url).href;
+/** More deaths than this within a minute and the daemon gives up. */
+const MAX_RESTARTS_PER_MINUTE = 5;
+
+export interface OwnerHandleEvents {
+  onSnapshot(snapshot: Snapshot, previous: Snapshot | null): void;
+  onEvent(event: OwnerEvent): void;
+  onRestart(): void;
+  /** The owner cannot be kept alive: the daemon must stop. */
+  onFatal(error: ErrorData): void;
+}
+
+const died: ErrorData = { code: 'internal_error', message: 'the owner thread stopped before answering; it is being restarted' };
+
+export class OwnerHandle {
+  readonly #options: OwnerOptions;
+  readonly #log: Logger;
+  readonly #events: OwnerHandleEvents;
+  readonly #pool: Piscina;
+  #remote: OwnerRemote | null = null;
+  #ports: MessagePort[] = [];
+  #pending = new Set<(r: Result<never>) => void>();
+  #snapshot: Snapshot | null = null;
+  #closing = false;
+  #restarts: number[] = [];
+
+  private constructor(options: OwnerOptions, log: Logger, events: OwnerHandleEvents) {
+    this.#options = options;
+    this.#log = log;
+    this.#events = events;
+    this.#pool = new Piscina({
+      filename: WORKER,
+      minThreads: 1,
+      maxThreads: 1,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      // Required: see src/state-worker/worker.ts.
+      atomics: 'disabled',
+    });
+    // Without an 'error' listener, a throw in a worker timer kills the process.
+    this.#pool.on('error', (err: Error) => this.#log.error({ err: err.message }, 'owner thread failed'));
+  }
+
+  /** Start the owner thread: it takes the lock and loads the state, then answers. */
+  static async start(options: OwnerOptions, log: Logger, events: OwnerHandleEvents): Promise<Result<OwnerHandle>> {
+    const handle = new OwnerHandle(options, log, events);
+    const started = await handle.#attach();
+    if (!started.ok) {
+      await handle.destroy();
+      return started;
+    }
+    return { ok: true, value: handle };
+  }
+
+  /** The latest snapshot pushed by the owner. Never null once started. */
+  get snapshot(): Snapshot {
+    return this.#snapshot!;
+  }
+
+  async #attach(): Promise<Result<Snapshot>> {
+    const rpc = new MessageChannel();
+    const events = new MessageChannel();
+    this.#ports = [rpc.port1, events.port1];
+    events.port1.on('message', (event: OwnerEvent) => this.#onEvent(event));
+    rpc.port1.once('close', () => this.#onDeath());
+    await this.#pool.run({ rpc: rpc.port2, events: events.port2 }, { transferList: [rpc.port2, events.port2] });
+    this.#remote = wrapOwner(rpc.port1);
+    const started = await this.#call((r) => r.start(this.#options));
+    if (started.ok) this.#snapshot = started.value;
+    return started;
+  }
+
+  #onEvent(event: OwnerEvent): void {
+    if (event.type === 'snapshot') {
+      const previous = this.#snapshot;
+      this.#snapshot = event.snapshot;
+      this.#events.onSnapshot(event.snapshot, previous);
+    } else {
+      this.#events.onEvent(event);
+    }
+  }
+
+  #onDeath(): void {
+    for (const reject of this.#pending) reject({ ok: false, error: died });
+    this.#pending.clear();
+    if (this.#remote) releaseOwner(this.#remote);
+    this.#remote = null;
+    for (const port of this.#ports) port.close();
+    if (this.#closing) return;
+    const now = Date.now();
+    this.#restarts = [...this.#restarts.filter((t) => now - t < 60_000), now];
+    if (this.#restarts.length > MAX_RESTARTS_PER_MINUTE) {
+      this.#events.onFatal({ code: 'internal_error', message: `the owner thread died ${this.#restarts.length} times within a minute` });
+      return;
+    }
+    this.#log.error('owner thread died; starting a new one from the state file');
+    this.#events.onRestart();
+    void this.#attach().then((r) => {
+      if (!r.ok) this.#events.onFatal(r.error);
+      else this.#log.info({ version: r.value.version }, 'owner thread restarted');
+    });
+  }
+
+  /** Call the owner; a death of the thread rejects the call instead of leaving it hanging. */
+  #call<T>(fn: (remote: OwnerRemote) => Promise<Result<T>>): Promise<Result<T>> {
+    const remote = this.#remote;
+    if (!remote) return Promise.resolve({ ok: false, error: died });
+    return new Promise<Result<T>>((resolve) => {
+      this.#pending.add(resolve);
+      fn(remote).then(
+        (r) => {
+          this.#pending.delete(resolve);
+          resolve(r);
+        },
+        (err: Error) => {
+          this.#pending.delete(resolve);
+          resolve({ ok: false, error: { code: 'internal_error', message: err.message } });
+        },
+      );
+    });
+  }
+
+  refresh(trigger: RefreshTrigger): Promise<Result<Snapshot>> {
+    return this.#call((r) => r.refresh(trigger));
+  }
+
+  ensureFresh(): Promise<Result<Snapshot>> {
+    return this.#call((r) => r.ensureFresh());
+  }
+
+  setTokens(input: SetTokensInput): Promise<Result<Snapshot>> {
+    return this.#call((r) => r.setTokens(input));
+  }
+
+  async setListen(listen: string): Promise<void> {
+    await this.#call(async (r) => {
+      await r.setListen(listen);
+      return { ok: true, value: null };
+    });
+  }
+
+  /** Settle the refresh in flight (bounded), flush, release the lock. */
+  async close(timeoutMs: number): Promise<Result<null>> {
+    this.#closing = true;
+    return this.#call((r) => r.close(timeoutMs));
+  }
+
+  /** End the worker thread. */
+  async destroy(): Promise<void> {
+    this.#closing = true;
+    await this.#pool.destroy().catch(() => undefined);
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * The only code that talks to the provider's token endpoint (undici).
+ *
+ * OAuth names stay OAuth names on the wire; they become camelCase here, once.
+ * Every call has connect, header and body timeouts and a hard deadline
+ * (undici's own timers can fire late). Every response body is consumed, or
+ * the connection pool starves and the next request hangs.
+ * Failures are classified in one pure function: `invalid_grant` (and Monzo's
+ * `unauthorized.bad_refresh_token*`) is final; network errors, timeouts, 5xx
+ * and 429 are transient.
+ */
+import { Agent, request, type Dispatcher } from 'undici';
+import type { ClientAuthMethod, ProviderSettings, UpstreamTimeouts } from '../contract.js';
+import { parseRetryAfter } from './schedule.js';
+
+export interface TokenResponse {
+  readonly accessToken: string;
+  readonly refreshToken: string | null;
+  readonly tokenType: string;
+  readonly scope: string | null;
+  readonly expiresInSec: number | null;
+  /** Provider fields worth keeping (Monzo's user_id, client_id). */
+  readonly account: Readonly<Record<string, string>>;
+}
+
+export type FailureKind = 'transient' | 'invalid_grant' | 'bad_response' | 'rejected';
+
+/** A failed token request, in the provider's words. Never holds a token. */
+export class UpstreamFailure extends Error {
+  override readonly name = 'UpstreamFailure';
+  constructor(
+    readonly kind: FailureKind,
+    message: string,
+    readonly status: number | null,
+    readonly error: string | null,
+    readonly retryAfterMs: number | null,
+  ) {
+    super(message);
+  }
+}
+
+const TRANSIENT_STATUS = new Set([408, 425, 429, 500, 502, 503, 504]);
+
+function str(value: unknown): string | null {
+  return typeof value === 'string' && value !== '' ? value : null;
+}
+
+/** Classify a token endpoint's answer. Pure: status, headers and body text in; tokens or a failure out. */
+export function parseTokenResponse(status: number, retryAfter: string | string[] | undefined, text: string, nowMs: number): TokenResponse {
+  let body: Record<string, unknown> | null = null;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) body = parsed as Record<string, unknown>;
+  } catch {
+    body = null;
+  }
+  if (status < 200 || status >= 300) {
+    const error = str(body?.['error']) ?? str(body?.['code']);
+    const description = str(body?.['error_description']) ?? str(body?.['message']);
+    const words = `${error ?? `HTTP ${status}`}${description ? `: ${description}` : ''}`;
+    if (error === 'invalid_grant' || error?.startsWith('unauthorized.bad_refresh_token')) {
+      return fail('invalid_grant', `provider refused the refresh token (${words})`, status, error, null);
+    }
+    const retryAfterMs = parseRetryAfter(retryAfter, nowMs);
+    if (TRANSIENT_STATUS.has(status)) return fail('transient', `provider answered ${status} (${words})`, status, error, retryAfterMs);
+    return fail('rejected', `provider rejected the request with ${status} (${words})`, status, error, retryAfterMs);
+  }
+  if (body === null) return fail('bad_response', `provider answered ${status} with a body that is not a JSON object`, status, null, null);
+  const accessToken = str(body['access_token']);
+  if (accessToken === null) return fail('bad_response', `provider answered ${status} without an access_token`, status, null, null);
+  const expiresIn = body['expires_in'];
+  const expiresInSec = typeof expiresIn === 'number' && expiresIn > 0 ? expiresIn : typeof expiresIn === 'string' && /^\d+$/.test(expiresIn) ? Number(expiresIn) : null;
+  const account: Record<string, string> = {};
+  for (const key of ['user_id', 'client_id']) {
+    const value = str(body[key]);
+    if (value !== null) account[key] = value;
+  }
+  return {
+    accessToken,
+    refreshToken: str(body['refresh_token']),
+    tokenType: str(body['token_type']) ?? 'Bearer',
+    scope: str(body['scope']),
+    expiresInSec,
+    account,
+  };
+}
+
+function fail(kind: FailureKind, message: string, status: number | null, error: string | null, retryAfterMs: number | null): never {
+  throw new UpstreamFailure(kind, message, status, error, retryAfterMs);
+}
+
+/** The form body and headers for a token request, with the client authenticated as configured. */
+export function tokenRequest(
+  provider: Pick<ProviderSettings, 'clientId' | 'clientSecret' | 'authMethod'>,
+  params: Record<string, string>,
+): { body: string; headers: Record<string, string> } {
+  const form = new URLSearchParams(params);
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
+  const method: ClientAuthMethod = provider.clientSecret === null ? 'none' : provider.authMethod;
+  if (method === 'client_secret_basic' && provider.clientSecret !== null) {
+    const enc = (s: string): string => encodeURIComponent(s).replace(/%20/g, '+');
+    headers['authorization'] = `Basic ${Buffer.from(`${enc(provider.clientId)}:${enc(provider.clientSecret)}`).toString('base64')}`;
+  } else {
+    form.set('client_id', provider.clientId);
+    if (method === 'client_secret_post' && provider.clientSecret !== null) form.set('client_secret', provider.clientSecret);
+  }
+  return { body: form.toString(), headers };
+}
+
+export class OAuthClient {
+  readonly #provider: ProviderSettings;
+  readonly #timeouts: UpstreamTimeouts;
+  readonly #dispatcher: Dispatcher;
+
+  constructor(provider: ProviderSettings, timeouts: UpstreamTimeouts, dispatcher?: Dispatcher) {
+    this.#provider = provider;
+    this.#timeouts = timeouts;
+    this.#dispatcher =
+      dispatcher ??
+      new Agent({
+        connect: { timeout: timeouts.connectMs },
+        headersTimeout: timeouts.headersMs,
+        bodyTimeout: timeouts.bodyMs,
+        keepAliveTimeout: 4_000,
+      });
+  }
+
+  refresh(refreshToken: string): Promise<TokenResponse> {
+    return this.#post({ grant_type: 'refresh_token', refresh_token: refreshToken });
+  }
+
+  exchangeCode(code: string, redirectUri: string, codeVerifier: string | null): Promise<TokenResponse> {
+    const params: Record<string, string> = { grant_type: 'authorization_code', code, redirect_uri: redirectUri };
+    if (codeVerifier !== null) params['code_verifier'] = codeVerifier;
+    return this.#post(params);
+  }
+
+  async #post(params: Record<string, string>): Promise<TokenResponse> {
+    const { body, headers } = tokenRequest(this.#provider, params);
+    let status: number;
+    let retryAfter: string | string[] | undefined;
+    let text: string;
+    try {
+      const res = await request(this.#provider.tokenUrl, {
+        method: 'POST',
+        body,
+        headers,
+        dispatcher: this.#dispatcher,
+        signal: AbortSignal.timeout(this.#timeouts.totalMs),
+      });
+      status = res.statusCode;
+      retryAfter = res.headers['retry-after'];
+      text = await res.body.text();
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? (err as Error).name;
+      throw new UpstreamFailure('transient', `token request to ${safeUrl(this.#provider.tokenUrl)} failed: ${code}`, null, code, null);
+    }
+    return parseTokenResponse(status, retryAfter, text, Date.now());
+  }
+
+  async close(): Promise<void> {
+    await this.#dispatcher.close().catch(() => undefined);
+  }
+}
+
+/** A URL fit for a message: no credentials, no query. */
+export function safeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return '(invalid URL)';
+  }
+}
