@@ -10,7 +10,7 @@ import { exitCodeOf, isErrorCode } from '../errors.js';
 import { createLogger } from '../log.js';
 import { TokendClient, TokendClientError } from '../client/index.js';
 import { ConfigError, envNames, loadConfig, type OptionName, type RawOptions } from './config.js';
-import { startDaemon, StartError } from './daemon.js';
+import { startDaemon, StartError, type RunningDaemon } from './daemon.js';
 import { printStatus } from './status.js';
 import { runTokenExec, readSetInput } from './client-commands.js';
 
@@ -86,14 +86,10 @@ async function serve(opts: RawOptions): Promise<number> {
   }
   const pretty = process.stderr.isTTY === true;
   const log = createLogger(config.logLevel, pretty, 'tokend');
-  let daemon;
-  try {
-    daemon = await startDaemon(config, log, { prettyLogs: pretty });
-  } catch (err) {
-    if (!(err instanceof StartError)) throw err;
-    say(err.error.message);
-    return err.exitCode;
-  }
+  // Handlers first: a signal during start must still end in a clean stop
+  // (and as PID 1, Node ignores SIGTERM unless a handler is installed).
+  let daemon: RunningDaemon | null = null;
+  let stopRequested: string | null = null;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
@@ -102,17 +98,27 @@ async function serve(opts: RawOptions): Promise<number> {
       log.warn({ signal }, 'second signal: exiting at once');
       process.exit(1);
     }
-    void daemon.stop(signal);
+    stopRequested = signal;
+    if (daemon) void daemon.stop(signal);
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', onSignal);
   const fatal = (err: unknown): void => {
     log.fatal({ err: (err as Error)?.message }, 'fatal error');
+    if (!daemon) process.exit(1);
     void daemon.stop('fatal error').then(() => process.exit(1));
   };
   process.on('uncaughtException', fatal);
   process.on('unhandledRejection', fatal);
+  try {
+    daemon = await startDaemon(config, log, { prettyLogs: pretty });
+  } catch (err) {
+    if (!(err instanceof StartError)) throw err;
+    say(err.error.message);
+    return err.exitCode;
+  }
+  if (stopRequested) void daemon.stop(stopRequested);
   return daemon.done;
 }
 
