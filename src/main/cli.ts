@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { exitCodeOf, isErrorCode } from '../errors.js';
+import { exitCodeOf, isErrorCode, TokendError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { TokendClient, TokendClientError } from '../client/index.js';
 import { ConfigError, envNames, loadConfig, type OptionName, type RawOptions } from './config.js';
@@ -46,6 +46,7 @@ const clientOptions: Array<[OptionName, string]> = [
 ];
 
 function addOptions(cmd: Command, list: Array<[OptionName, string]>): Command {
+  cmd.exitOverride().configureOutput({ writeErr: (s) => process.stderr.write(s) });
   for (const [name, help] of list) {
     const flag = `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} <value>`;
     cmd.addOption(new Option(flag, `${help} [env ${envNames[name][0]}]`));
@@ -67,6 +68,10 @@ function say(line: string): void {
 
 /** Map a client failure to its message and exit code. */
 function clientFailure(err: unknown): number {
+  if (err instanceof TokendError) {
+    say(err.message);
+    return exitCodeOf(err.code);
+  }
   if (err instanceof TokendClientError) {
     say(err.message);
     return isErrorCode(err.code) ? exitCodeOf(err.code) : 1;

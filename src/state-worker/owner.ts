@@ -176,10 +176,10 @@ export class Owner {
   /** One refresh against the provider. Called only by the refresher, one at a time. */
   async #redeem(): Promise<Result<null>> {
     const blocked = this.#canRefresh();
-    if (blocked) {
-      // A different refresh token may have been put in the file by another tool.
-      if (blocked.code !== 'reauthorization_required' || !(await this.#adoptNewerFileToken())) return { ok: false, error: blocked };
-    }
+    // Another tool (or `tokend set` on another path) may have put a different
+    // refresh token in the file; our own writes never differ from memory.
+    const adopted = !this.#unsaved && (blocked === null || blocked.code === 'reauthorization_required') && (await this.#adoptNewerFileToken());
+    if (blocked && !adopted) return { ok: false, error: blocked };
     const refreshToken = this.#state!.tokens!.refreshToken!;
     const fp = fingerprint(refreshToken);
     const started = Date.now();
