@@ -17,10 +17,13 @@ export type ClientAuthMethod = 'client_secret_post' | 'client_secret_basic' | 'n
 
 export interface ProviderSettings {
   readonly name: string;
+  /** Empty when it is to be discovered from `issuer`. */
   readonly tokenUrl: string;
+  readonly issuer: string | null;
   readonly clientId: string;
   readonly clientSecret: string | null;
-  readonly authMethod: ClientAuthMethod;
+  /** null: chosen from the issuer's discovery document (client_secret_basic when it is offered). */
+  readonly authMethod: ClientAuthMethod | null;
 }
 
 export interface UpstreamTimeouts {
@@ -43,6 +46,8 @@ export interface OwnerOptions {
   readonly moveCorruptAside: boolean;
   readonly logLevel: string;
   readonly prettyLogs: boolean;
+  /** Run the refresh timer (false for a short-lived owner, such as `tokend login` with no daemon). */
+  readonly scheduleRefresh: boolean;
 }
 
 export type DaemonStatus =

@@ -180,7 +180,15 @@ export class TokendClient {
   }
 
   /** `POST /set-tokens`. */
-  setTokens(body: { access_token: string; refresh_token?: string | null; expires_in?: number }): Promise<AccessToken & { version: number }> {
+  setTokens(body: {
+    access_token: string;
+    refresh_token?: string | null;
+    expires_in?: number;
+    token_type?: string;
+    scope?: string | null;
+    user_id?: string;
+    client_id?: string;
+  }): Promise<AccessToken & { version: number }> {
     this.#cached = null;
     return this.#call('POST', '/set-tokens', body);
   }

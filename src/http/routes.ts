@@ -36,6 +36,9 @@ const setTokensSchema = z.strictObject({
   expires_in: z.number().int().positive().max(10 * 365 * 24 * 3600).optional(),
   token_type: z.string().min(1).max(64).optional(),
   scope: z.string().max(4096).nullable().optional(),
+  // Provider fields worth keeping (Monzo's).
+  user_id: z.string().min(1).max(256).optional(),
+  client_id: z.string().min(1).max(256).optional(),
 });
 
 function unavailable(s: Snapshot): ErrorData {
@@ -89,6 +92,7 @@ export function routes(backend: Backend): Route[] {
       expiresInSec: b.expires_in ?? null,
       ...(b.token_type ? { tokenType: b.token_type } : {}),
       ...(b.scope !== undefined ? { scope: b.scope } : {}),
+      extra: { ...(b.user_id ? { user_id: b.user_id } : {}), ...(b.client_id ? { client_id: b.client_id } : {}) },
     };
     const result = await backend.setTokens(input);
     if (!result.ok) return sendError(res, result.error);

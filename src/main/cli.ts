@@ -9,7 +9,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { exitCodeOf, isErrorCode, TokendError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { TokendClient, TokendClientError } from '../client/index.js';
-import { ConfigError, envNames, loadConfig, type OptionName, type RawOptions } from './config.js';
+import { ConfigError, envNames, loadConfig, type Config, type OptionName, type RawOptions } from './config.js';
+import type { Logger } from '../log.js';
+import { runLogin } from './login-command.js';
+import { devBanner, startDev } from '../dev/dev.js';
 import { startDaemon, StartError, type RunningDaemon } from './daemon.js';
 import { printStatus } from './status.js';
 import { runTokenExec, readSetInput } from './client-commands.js';
@@ -80,42 +83,59 @@ function clientFailure(err: unknown): number {
   return 1;
 }
 
-async function serve(opts: RawOptions): Promise<number> {
-  let config;
-  try {
-    config = loadConfig(opts, process.env, { needsProvider: true });
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    for (const p of err.problems) say(p);
-    return 2;
-  }
-  const pretty = process.stderr.isTTY === true;
-  const log = createLogger(config.logLevel, pretty, 'tokend');
-  // Handlers first: a signal during start must still end in a clean stop
-  // (and as PID 1, Node ignores SIGTERM unless a handler is installed).
-  let daemon: RunningDaemon | null = null;
-  let stopRequested: string | null = null;
+/**
+ * Signal handlers first: a signal during start must still end in a clean stop
+ * (and as PID 1, Node ignores SIGTERM unless a handler is installed). A second
+ * signal exits at once: every change is already on disk.
+ */
+function guardSignals(log: Logger): { attach(stop: (reason: string) => Promise<number>): void } {
+  let stop: ((reason: string) => Promise<number>) | null = null;
+  let requested: string | null = null;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
-      // Every change was already written: exiting now loses nothing.
       log.warn({ signal }, 'second signal: exiting at once');
       process.exit(1);
     }
-    stopRequested = signal;
-    if (daemon) void daemon.stop(signal);
+    requested = signal;
+    if (stop) void stop(signal);
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', onSignal);
   const fatal = (err: unknown): void => {
     log.fatal({ err: (err as Error)?.message }, 'fatal error');
-    if (!daemon) process.exit(1);
-    void daemon.stop('fatal error').then(() => process.exit(1));
+    if (!stop) process.exit(1);
+    void stop('fatal error').then(() => process.exit(1));
   };
   process.on('uncaughtException', fatal);
   process.on('unhandledRejection', fatal);
+  return {
+    attach(fn) {
+      stop = fn;
+      if (requested) void fn(requested);
+    },
+  };
+}
+
+function configOrExit(opts: RawOptions, needsProvider: boolean): Config | null {
+  try {
+    return loadConfig(opts, process.env, { needsProvider });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const p of err.problems) say(p);
+    return null;
+  }
+}
+
+async function serve(opts: RawOptions): Promise<number> {
+  const config = configOrExit(opts, true);
+  if (!config) return 2;
+  const pretty = process.stderr.isTTY === true;
+  const log = createLogger(config.logLevel, pretty, 'tokend');
+  const guard = guardSignals(log);
+  let daemon: RunningDaemon;
   try {
     daemon = await startDaemon(config, log, { prettyLogs: pretty });
   } catch (err) {
@@ -123,7 +143,7 @@ async function serve(opts: RawOptions): Promise<number> {
     say(err.error.message);
     return err.exitCode;
   }
-  if (stopRequested) void daemon.stop(stopRequested);
+  guard.attach((reason) => daemon.stop(reason));
   return daemon.done;
 }
 
@@ -197,6 +217,62 @@ export function buildProgram(setExit: (code: number) => void): Command {
       }
     });
   program.addCommand(addOptions(setCmd, clientOptions));
+
+  const loginCmd = new Command('login')
+    .description('authorize tokend with the provider (authorization-code flow) and store the tokens')
+    .option('--no-browser', 'only print the URL; do not open a browser')
+    .option('--timeout <seconds>', 'how long to wait for the callback', '300')
+    .option('--no-wait-approval', 'Monzo: do not wait for the approval in the app')
+    .action(async (opts: RawOptions & { browser: boolean; timeout: string; waitApproval: boolean }) => {
+      const config = configOrExit(opts, true);
+      if (!config) return setExit(2);
+      const timeout = Number(opts.timeout);
+      if (!Number.isInteger(timeout) || timeout <= 0) {
+        say('--timeout must be a positive whole number of seconds');
+        return setExit(2);
+      }
+      try {
+        setExit(await runLogin(config, { browser: opts.browser, timeoutMs: timeout * 1000, waitForApproval: opts.waitApproval, listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null }));
+      } catch (err) {
+        setExit(clientFailure(err));
+      }
+    });
+  program.addCommand(addOptions(addOptions(loginCmd, providerOptions), [...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey')]));
+
+  const devCmd = new Command('dev')
+    .description('zero-setup trial: a local OpenID provider, a login without a browser, and the daemon against it')
+    .option('--fresh', 'forget the earlier dev session and start over')
+    .option('--dir <path>', 'where the dev provider and state file live (default: a directory in the system temp dir)')
+    .option('--provider-port <port>', 'port of the local OpenID provider', '4243')
+    .option('--token-ttl <seconds>', 'access token lifetime', '30')
+    .action(async (opts: RawOptions & { fresh?: boolean; dir?: string; providerPort: string; tokenTtl: string }) => {
+      const pretty = process.stderr.isTTY === true;
+      const logLevel = opts.logLevel ?? process.env['TOKEND_LOG_LEVEL'] ?? 'info';
+      const log = createLogger(logLevel, pretty, 'tokend');
+      const guard = guardSignals(log);
+      const ttl = Number(opts.tokenTtl);
+      try {
+        const session = await startDev(
+          { dir: opts.dir ?? null, fresh: opts.fresh === true, listen: opts.listen ?? null, providerPort: Number(opts.providerPort), accessTokenTtlSec: ttl, logLevel },
+          log,
+          pretty,
+        );
+        process.stdout.write(devBanner(session, ttl));
+        guard.attach((reason) => session.stop(reason));
+        setExit(await session.daemon.done);
+      } catch (err) {
+        if (err instanceof StartError) {
+          say(err.error.message);
+          return setExit(err.exitCode);
+        }
+        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+          say(`the dev provider's port ${opts.providerPort} is in use; pass --provider-port`);
+          return setExit(1);
+        }
+        setExit(clientFailure(err));
+      }
+    });
+  program.addCommand(addOptions(devCmd, [['listen', 'where the daemon listens (default 127.0.0.1:4242)'], ['logLevel', 'log level']]));
 
   return program;
 }

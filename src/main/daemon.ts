@@ -41,9 +41,10 @@ export function ownerOptions(config: Config, prettyLogs: boolean, instance: stri
     provider: {
       name: p.name,
       tokenUrl: p.tokenUrl ?? '',
+      issuer: p.issuer,
       clientId: p.clientId ?? '',
       clientSecret: p.clientSecret,
-      authMethod: p.authMethod ?? 'client_secret_basic',
+      authMethod: p.authMethod,
     },
     timeouts: {
       connectMs: Math.min(5_000, config.upstreamTimeoutMs),
@@ -56,6 +57,7 @@ export function ownerOptions(config: Config, prettyLogs: boolean, instance: stri
     moveCorruptAside: config.moveCorruptAside,
     logLevel: config.logLevel,
     prettyLogs,
+    scheduleRefresh: true,
   };
 }
 

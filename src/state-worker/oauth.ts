@@ -91,7 +91,7 @@ function fail(kind: FailureKind, message: string, status: number | null, error: 
 
 /** The form body and headers for a token request, with the client authenticated as configured. */
 export function tokenRequest(
-  provider: Pick<ProviderSettings, 'clientId' | 'clientSecret' | 'authMethod'>,
+  provider: Pick<ProviderSettings, 'clientId' | 'clientSecret'> & { readonly authMethod: ClientAuthMethod },
   params: Record<string, string>,
 ): { body: string; headers: Record<string, string> } {
   const form = new URLSearchParams(params);
@@ -107,8 +107,57 @@ export function tokenRequest(
   return { body: form.toString(), headers };
 }
 
+/** What tokend needs from an issuer's discovery document. */
+export interface Discovery {
+  readonly authorizationEndpoint: string;
+  readonly tokenEndpoint: string;
+  readonly authMethods: readonly string[];
+  readonly pkceS256: boolean;
+}
+
+/** Fetch `<issuer>/.well-known/openid-configuration`. Failures are transient (the issuer may be down). */
+export async function discover(issuer: string, timeouts: UpstreamTimeouts, dispatcher?: Dispatcher): Promise<Discovery> {
+  const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+  let status: number;
+  let text: string;
+  try {
+    const res = await request(url, { signal: AbortSignal.timeout(timeouts.totalMs), headers: { accept: 'application/json' }, ...(dispatcher ? { dispatcher } : {}) });
+    status = res.statusCode;
+    text = await res.body.text();
+  } catch (err) {
+    throw new UpstreamFailure('transient', `discovery at ${safeUrl(url)} failed: ${(err as { code?: string }).code ?? (err as Error).name}`, null, null, null);
+  }
+  let doc: Record<string, unknown> = {};
+  try {
+    doc = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  const auth = str(doc['authorization_endpoint']);
+  const token = str(doc['token_endpoint']);
+  if (status !== 200 || !auth || !token) {
+    throw new UpstreamFailure('transient', `discovery at ${safeUrl(url)} answered ${status} without authorization_endpoint and token_endpoint`, status, null, null);
+  }
+  const list = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+  const methods = list(doc['token_endpoint_auth_methods_supported']);
+  return {
+    authorizationEndpoint: auth,
+    tokenEndpoint: token,
+    // RFC 8414: absent means client_secret_basic only.
+    authMethods: methods.length > 0 ? methods : ['client_secret_basic'],
+    pkceS256: list(doc['code_challenge_methods_supported']).includes('S256'),
+  };
+}
+
+/** The configured method, or the best the issuer offers. */
+export function chooseAuthMethod(configured: ClientAuthMethod | null, offered: readonly string[], hasSecret: boolean): ClientAuthMethod {
+  if (configured) return configured;
+  if (!hasSecret) return 'none';
+  return offered.includes('client_secret_basic') || !offered.includes('client_secret_post') ? 'client_secret_basic' : 'client_secret_post';
+}
+
 export class OAuthClient {
-  readonly #provider: ProviderSettings;
+  #provider: ProviderSettings;
   readonly #timeouts: UpstreamTimeouts;
   readonly #dispatcher: Dispatcher;
 
@@ -135,13 +184,26 @@ export class OAuthClient {
     return this.#post(params);
   }
 
+  /** Resolve the token endpoint (and auth method) from the issuer once, on first use. */
+  async #resolved(): Promise<ProviderSettings & { authMethod: ClientAuthMethod }> {
+    const p = this.#provider;
+    if (p.tokenUrl === '' && p.issuer) {
+      const d = await discover(p.issuer, this.#timeouts, this.#dispatcher);
+      this.#provider = { ...p, tokenUrl: d.tokenEndpoint, authMethod: chooseAuthMethod(p.authMethod, d.authMethods, p.clientSecret !== null) };
+    } else if (p.authMethod === null) {
+      this.#provider = { ...p, authMethod: p.clientSecret === null ? 'none' : 'client_secret_basic' };
+    }
+    return this.#provider as ProviderSettings & { authMethod: ClientAuthMethod };
+  }
+
   async #post(params: Record<string, string>): Promise<TokenResponse> {
-    const { body, headers } = tokenRequest(this.#provider, params);
+    const provider = await this.#resolved();
+    const { body, headers } = tokenRequest(provider, params);
     let status: number;
     let retryAfter: string | string[] | undefined;
     let text: string;
     try {
-      const res = await request(this.#provider.tokenUrl, {
+      const res = await request(provider.tokenUrl, {
         method: 'POST',
         body,
         headers,
@@ -153,7 +215,7 @@ export class OAuthClient {
       text = await res.body.text();
     } catch (err) {
       const code = (err as { code?: string }).code ?? (err as Error).name;
-      throw new UpstreamFailure('transient', `token request to ${safeUrl(this.#provider.tokenUrl)} failed: ${code}`, null, code, null);
+      throw new UpstreamFailure('transient', `token request to ${safeUrl(provider.tokenUrl)} failed: ${code}`, null, code, null);
     }
     return parseTokenResponse(status, retryAfter, text, Date.now());
   }
@@ -170,5 +232,26 @@ export function safeUrl(url: string): string {
     return `${u.protocol}//${u.host}${u.pathname}`;
   } catch {
     return '(invalid URL)';
+  }
+}
+
+export type ApprovalState = 'approved' | 'pending' | 'unknown';
+
+/**
+ * Monzo: after login, data endpoints answer 403 `forbidden.insufficient_permissions`
+ * until the user approves access in the Monzo app. Not a token failure.
+ */
+export async function monzoApproval(apiBase: string, accessToken: string): Promise<ApprovalState> {
+  try {
+    const res = await request(`${apiBase.replace(/\/+$/, '')}/accounts`, {
+      headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' },
+      signal: AbortSignal.timeout(10_000),
+    });
+    const text = await res.body.text();
+    if (res.statusCode === 200) return 'approved';
+    if (res.statusCode === 403 && text.includes('insufficient_permissions')) return 'pending';
+    return 'unknown';
+  } catch {
+    return 'unknown';
   }
 }

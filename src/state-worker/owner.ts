@@ -69,6 +69,7 @@ export class Owner {
       onChange: () => this.#publish(),
       log,
     });
+    if (!opts.scheduleRefresh) this.#refresher.stop();
   }
 
   async start(): Promise<Result<Snapshot>> {

@@ -1,0 +1,140 @@
+/**
+ * `tokend dev`: the zero-setup trial. A local OpenID Connect provider on
+ * loopback (30 s access tokens, rotating refresh tokens), a login without a
+ * browser, and the real daemon against it — so a newcomer sees tokens refresh,
+ * persist and survive a restart within a minute. Provider and state live in
+ * one directory that a restart reuses (`--fresh` starts over).
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { TokendClient } from '../client/index.js';
+import type { Logger } from '../log.js';
+import { loadConfig, type Config } from '../main/config.js';
+import { startDaemon, type RunningDaemon } from '../main/daemon.js';
+import { buildAuthRequest, exchangeCode, resolveEndpoints } from '../main/login.js';
+import { headlessAuthorize } from './headless-login.js';
+import { startDevProvider, type DevProvider } from './oidc-server.js';
+
+export interface DevOptions {
+  readonly dir: string | null;
+  readonly fresh: boolean;
+  readonly listen: string | null;
+  readonly providerPort: number;
+  readonly accessTokenTtlSec: number;
+  readonly logLevel: string;
+}
+
+const REDIRECT_URI = 'http://127.0.0.1/tokend-dev/callback';
+
+export function defaultDevDir(): string {
+  return join(tmpdir(), `tokend-dev-${userInfo().uid}`);
+}
+
+export interface DevSession {
+  readonly provider: DevProvider;
+  readonly daemon: RunningDaemon;
+  readonly config: Config;
+  /** True when the session was restored from an earlier run. */
+  readonly resumed: boolean;
+  stop(reason: string): Promise<number>;
+}
+
+export async function startDev(opts: DevOptions, log: Logger, prettyLogs: boolean): Promise<DevSession> {
+  const dir = opts.dir ?? defaultDevDir();
+  if (opts.fresh) rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const secretFile = join(dir, 'client-secret');
+  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(24).toString('base64url'), { mode: 0o600 });
+  const client = { clientId: 'tokend-dev', clientSecret: readFileSync(secretFile, 'utf8'), redirectUris: [REDIRECT_URI] };
+
+  const provider = await startDevProvider({
+    port: opts.providerPort,
+    client,
+    accessTokenTtlSec: opts.accessTokenTtlSec,
+    autoApprove: true,
+    storeFile: join(dir, 'provider.json'),
+  });
+  const config = loadConfig(
+    {},
+    {
+      TOKEND_PROVIDER: 'oidc',
+      TOKEND_ISSUER: provider.issuer,
+      TOKEND_CLIENT_ID: client.clientId,
+      TOKEND_CLIENT_SECRET: client.clientSecret,
+      TOKEND_REDIRECT_URI: REDIRECT_URI,
+      TOKEND_STATE_FILE: join(dir, 'tokens.json'),
+      TOKEND_LISTEN: opts.listen ?? process.env['TOKEND_LISTEN'] ?? '127.0.0.1:4242',
+      TOKEND_LOG_LEVEL: opts.logLevel,
+      TOKEND_WAKE_INTERVAL_MS: '5000',
+    },
+    { needsProvider: true },
+  );
+  let daemon: RunningDaemon;
+  try {
+    daemon = await startDaemon(config, log, { prettyLogs });
+  } catch (err) {
+    await provider.close();
+    throw err;
+  }
+  const api = new TokendClient({ url: daemon.address });
+  let resumed = false;
+  try {
+    const state = await api.state();
+    resumed = state.status === 'ok' || state.status === 'expired';
+    if (state.status === 'expired') resumed = await api.refresh().then(
+      () => true,
+      () => false,
+    );
+    if (!resumed) {
+      const endpoints = await resolveEndpoints(config);
+      const req = buildAuthRequest(endpoints, REDIRECT_URI);
+      const code = await headlessAuthorize(req.url, REDIRECT_URI, req.state);
+      const tokens = await exchangeCode(endpoints, code, req);
+      await api.setTokens({
+        access_token: tokens.accessToken,
+        refresh_token: tokens.refreshToken,
+        ...(tokens.expiresInSec ? { expires_in: tokens.expiresInSec } : {}),
+        ...(tokens.scope ? { scope: tokens.scope } : {}),
+      });
+      log.info({ issuer: provider.issuer }, 'dev login complete');
+    }
+  } catch (err) {
+    await daemon.stop('dev login failed');
+    await provider.close();
+    throw err;
+  } finally {
+    await api.close();
+  }
+  return {
+    provider,
+    daemon,
+    config,
+    resumed,
+    stop: async (reason) => {
+      const code = await daemon.stop(reason);
+      await provider.close();
+      return code;
+    },
+  };
+}
+
+export function devBanner(s: DevSession, ttlSec: number): string {
+  const listen = s.daemon.address;
+  const base = listen.startsWith('unix:') ? `--unix-socket ${listen.slice(5)} http://localhost` : `http://${listen}`;
+  return [
+    '',
+    `tokend dev: ${s.resumed ? 'resumed the earlier session' : 'logged in'} against a local OpenID provider at ${s.provider.issuer}`,
+    `  access tokens live ${ttlSec} s, so watch them rotate; state file ${s.config.stateFile}`,
+    '',
+    'Try, in another terminal:',
+    `  curl -s ${base}/token`,
+    `  curl -s ${base}/state`,
+    `  curl -sN ${base}/events          # one event per refresh`,
+    `  TOKEND_LISTEN=${listen} npx tokend status`,
+    '',
+    'Stop with Ctrl-C and run it again: the session survives (`--fresh` starts over).',
+    '',
+  ].join('\n');
+}
