@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { findLeaks, freePort, http, parseLog, Proc, tempDir } from '../fixtures/daemon.ts';
+import { findLeaks, freePort, http, Proc, tempDir } from '../fixtures/daemon.ts';
 
 const outputs: string[] = [];
 const seenTokens = new Set<string>();
