@@ -4,11 +4,12 @@
  * Writes go to the owner and answer only once the change is on disk.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { z } from 'zod';
+import * as v from 'valibot';
 import type { RefreshTrigger, Result, SetTokensInput, Snapshot } from '../contract.js';
 import { TokendError, type ErrorData } from '../errors.js';
 import { isAboutToExpire } from '../expiry.js';
 import { readJsonBody } from './body.js';
+import { describeIssues } from '../validation.js';
 import type { EventHub } from './events.js';
 import { fail, sendError, sendJson } from './reply.js';
 import { stateBody, tokenBody, usable } from './views.js';
@@ -30,15 +31,16 @@ export interface Route {
   readonly handler: Handler;
 }
 
-const setTokensSchema = z.strictObject({
-  access_token: z.string().min(1).max(8192),
-  refresh_token: z.string().min(1).max(8192).nullable().optional(),
-  expires_in: z.number().int().positive().max(10 * 365 * 24 * 3600).optional(),
-  token_type: z.string().min(1).max(64).optional(),
-  scope: z.string().max(4096).nullable().optional(),
+const str = (min: number, max: number) => v.pipe(v.string(), v.minLength(min), v.maxLength(max));
+const setTokensSchema = v.strictObject({
+  access_token: str(1, 8192),
+  refresh_token: v.optional(v.nullable(str(1, 8192))),
+  expires_in: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10 * 365 * 24 * 3600))),
+  token_type: v.optional(str(1, 64)),
+  scope: v.optional(v.nullable(str(0, 4096))),
   // Provider fields worth keeping (Monzo's).
-  user_id: z.string().min(1).max(256).optional(),
-  client_id: z.string().min(1).max(256).optional(),
+  user_id: v.optional(str(1, 256)),
+  client_id: v.optional(str(1, 256)),
 });
 
 function unavailable(s: Snapshot): ErrorData {
@@ -80,12 +82,9 @@ export function routes(backend: Backend): Route[] {
 
   const setTokens: Handler = async (req, res) => {
     const body = await readJsonBody(req, true);
-    const parsed = setTokensSchema.safeParse(body);
-    if (!parsed.success) {
-      const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
-      throw new TokendError('invalid_request', `invalid /set-tokens body: ${problems}`);
-    }
-    const b = parsed.data;
+    const parsed = v.safeParse(setTokensSchema, body);
+    if (!parsed.success) throw new TokendError('invalid_request', `invalid /set-tokens body: ${describeIssues(parsed.issues)}`);
+    const b = parsed.output;
     const input: SetTokensInput = {
       accessToken: b.access_token,
       refreshToken: b.refresh_token ?? null,

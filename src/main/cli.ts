@@ -7,13 +7,10 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { exitCodeOf, isErrorCode, TokendError } from '../errors.js';
-import { createLogger } from '../log.js';
 import { TokendClient, TokendClientError } from '../client/index.js';
 import { ConfigError, envNames, loadConfig, type Config, type OptionName, type RawOptions } from './config.js';
 import type { Logger } from '../log.js';
-import { runLogin } from './login-command.js';
-import { devBanner, startDev } from '../dev/dev.js';
-import { startDaemon, StartError, type RunningDaemon } from './daemon.js';
+import type { RunningDaemon } from './daemon.js';
 import { printStatus } from './status.js';
 import { runTokenExec, readSetInput } from './client-commands.js';
 
@@ -26,6 +23,7 @@ const providerOptions: Array<[OptionName, string]> = [
   ['tokenUrl', 'token endpoint (overrides the preset)'],
   ['clientId', 'OAuth client id'],
   ['clientSecret', 'OAuth client secret (prefer the environment: argv is visible to other users)'],
+  ['clientSecretFile', 'file holding the OAuth client secret'],
   ['authMethod', 'client_secret_post, client_secret_basic or none'],
   ['scope', 'scope to request at login'],
   ['redirectUri', 'redirect URI registered with the provider'],
@@ -132,6 +130,8 @@ function configOrExit(opts: RawOptions, needsProvider: boolean): Config | null {
 async function serve(opts: RawOptions): Promise<number> {
   const config = configOrExit(opts, true);
   if (!config) return 2;
+  // Loaded on demand: client commands start without the daemon's modules.
+  const [{ createLogger }, { startDaemon, StartError }] = await Promise.all([import('../log.js'), import('./daemon.js')]);
   const pretty = process.stderr.isTTY === true;
   const log = createLogger(config.logLevel, pretty, 'tokend');
   const guard = guardSignals(log);
@@ -232,6 +232,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         return setExit(2);
       }
       try {
+        const { runLogin } = await import('./login-command.js');
         setExit(await runLogin(config, { browser: opts.browser, timeoutMs: timeout * 1000, waitForApproval: opts.waitApproval, listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null }));
       } catch (err) {
         setExit(clientFailure(err));
@@ -246,6 +247,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--provider-port <port>', 'port of the local OpenID provider', '4243')
     .option('--token-ttl <seconds>', 'access token lifetime', '30')
     .action(async (opts: RawOptions & { fresh?: boolean; dir?: string; providerPort: string; tokenTtl: string }) => {
+      const [{ createLogger }, { StartError }, { devBanner, startDev }] = await Promise.all([import('../log.js'), import('./daemon.js'), import('../dev/dev.js')]);
       const pretty = process.stderr.isTTY === true;
       const logLevel = opts.logLevel ?? process.env['TOKEND_LOG_LEVEL'] ?? 'info';
       const log = createLogger(logLevel, pretty, 'tokend');

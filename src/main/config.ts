@@ -8,7 +8,6 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import { z } from 'zod';
 import type { ClientAuthMethod } from '../contract.js';
 
 export type Listen = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
@@ -47,6 +46,7 @@ export const envNames = {
   tokenUrl: ['TOKEND_TOKEN_URL'],
   clientId: ['TOKEND_CLIENT_ID', 'monzo_client_id'],
   clientSecret: ['TOKEND_CLIENT_SECRET', 'monzo_client_secret'],
+  clientSecretFile: ['TOKEND_CLIENT_SECRET_FILE'],
   authMethod: ['TOKEND_TOKEN_AUTH_METHOD'],
   scope: ['TOKEND_SCOPE'],
   redirectUri: ['TOKEND_REDIRECT_URI'],
@@ -110,7 +110,14 @@ export class ConfigError extends Error {
   }
 }
 
-const url = z.url({ protocol: /^https?$/ });
+function isHttpUrl(value: string): boolean {
+  try {
+    const u = new URL(value);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}
 const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /** Pick flag, then the environment. Empty strings count as unset. */
@@ -140,7 +147,7 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
 
   const checkUrl = (name: OptionName): string | null => {
     const v = get(name);
-    if (v !== null && !url.safeParse(v).success) problems.push(`${label(name)}: "${v}" is not an http(s) URL`);
+    if (v !== null && !isHttpUrl(v)) problems.push(`${label(name)}: "${v}" is not an http(s) URL`);
     return v;
   };
   const issuer = checkUrl('issuer');
@@ -148,7 +155,19 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   const tokenUrl = checkUrl('tokenUrl') ?? preset.tokenUrl;
   const redirectUri = checkUrl('redirectUri') ?? DEFAULT_REDIRECT_URI;
   const clientId = get('clientId');
-  const clientSecret = get('clientSecret');
+  const readSecretFile = (name: OptionName): string | null => {
+    const file = get(name);
+    if (file === null) return null;
+    try {
+      const value = readFileSync(file, 'utf8').trim();
+      if (value === '') problems.push(`${label(name)}: ${file} is empty`);
+      return value;
+    } catch (err) {
+      problems.push(`${label(name)}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      return null;
+    }
+  };
+  const clientSecret = get('clientSecret') ?? readSecretFile('clientSecretFile');
   const authMethodRaw = get('authMethod');
   let authMethod: ClientAuthMethod | null = preset.authMethod;
   if (authMethodRaw !== null) {
@@ -168,16 +187,7 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   const listen = parseListen(listenRaw);
   if (typeof listen === 'string') problems.push(`${label('listen')}: ${listen}`);
 
-  let apiKey = get('apiKey');
-  const apiKeyFile = get('apiKeyFile');
-  if (apiKey === null && apiKeyFile !== null) {
-    try {
-      apiKey = readFileSync(apiKeyFile, 'utf8').trim();
-      if (apiKey === '') problems.push(`${label('apiKeyFile')}: ${apiKeyFile} is empty`);
-    } catch (err) {
-      problems.push(`${label('apiKeyFile')}: cannot read ${apiKeyFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-    }
-  }
+  const apiKey = get('apiKey') ?? readSecretFile('apiKeyFile');
   if (apiKey !== null && apiKey !== '' && apiKey.length < 16) problems.push(`${label('apiKey')}: must be at least 16 characters`);
   if (typeof listen === 'object' && listen.kind === 'tcp' && !isLoopback(listen.host) && !apiKey) {
     problems.push(`${label('listen')}: ${listenRaw} is not a loopback address; set TOKEND_API_KEY (or TOKEND_API_KEY_FILE) to listen on it`);

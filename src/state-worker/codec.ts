@@ -6,7 +6,8 @@
  * no expiry) is read, and when a file has it, those keys are kept current so
  * programs that read them keep working.
  */
-import { z } from 'zod';
+import * as v from 'valibot';
+import { describeIssues } from '../validation.js';
 import { TokendError } from '../errors.js';
 
 export interface StoredTokens {
@@ -55,29 +56,29 @@ const ownKeys = new Set([
 ]);
 const accountKeys = ['user_id', 'client_id'] as const;
 
-const isoDate = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'not an ISO-8601 date');
-const nonEmpty = z.string().min(1);
+const isoDate = v.pipe(
+  v.string(),
+  v.check((s) => !Number.isNaN(Date.parse(s)), 'not an ISO-8601 date'),
+);
+const nonEmpty = v.pipe(v.string(), v.minLength(1));
+const opt = <T extends v.GenericSchema>(schema: T) => v.optional(schema);
+const optNull = <T extends v.GenericSchema>(schema: T) => v.optional(v.nullable(schema));
 
-const fileSchema = z
-  .object({
-    access_token: nonEmpty.optional(),
-    refresh_token: nonEmpty.nullable().optional(),
-    token_type: z.string().optional(),
-    scope: z.string().nullable().optional(),
-    expires_at: isoDate.nullable().optional(),
-    obtained_at: isoDate.nullable().optional(),
-    provider: z.string().nullable().optional(),
-    user_id: z.string().optional(),
-    client_id: z.string().optional(),
-    state_version: z.number().int().nonnegative().optional(),
-    refresh_intent: z
-      .object({ refresh_token_fingerprint: z.string(), started_at: isoDate })
-      .nullable()
-      .optional(),
-    monzoAccessToken: nonEmpty.optional(),
-    monzoRefreshToken: nonEmpty.optional(),
-  })
-  .loose();
+const fileSchema = v.looseObject({
+  access_token: opt(nonEmpty),
+  refresh_token: optNull(nonEmpty),
+  token_type: opt(v.string()),
+  scope: optNull(v.string()),
+  expires_at: optNull(isoDate),
+  obtained_at: optNull(isoDate),
+  provider: optNull(v.string()),
+  user_id: opt(v.string()),
+  client_id: opt(v.string()),
+  state_version: opt(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  refresh_intent: optNull(v.object({ refresh_token_fingerprint: v.string(), started_at: isoDate })),
+  monzoAccessToken: opt(nonEmpty),
+  monzoRefreshToken: opt(nonEmpty),
+});
 
 export type RawFile = Record<string, unknown>;
 
@@ -93,12 +94,9 @@ export function decodeState(text: string, path: string): { state: StoredState; r
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new TokendError('state_corrupt', `state file ${path} does not hold a JSON object`);
   }
-  const result = fileSchema.safeParse(parsed);
-  if (!result.success) {
-    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ');
-    throw new TokendError('state_corrupt', `state file ${path} has invalid fields: ${problems}`);
-  }
-  const f = result.data;
+  const result = v.safeParse(fileSchema, parsed);
+  if (!result.success) throw new TokendError('state_corrupt', `state file ${path} has invalid fields: ${describeIssues(result.issues)}`);
+  const f = result.output;
   const legacyKeys = f.monzoAccessToken !== undefined || f.monzoRefreshToken !== undefined;
   const accessToken = f.access_token ?? f.monzoAccessToken;
   const refreshToken = f.refresh_token ?? f.monzoRefreshToken ?? null;

@@ -1,0 +1,216 @@
+/**
+ * npm run bench — what users feel, measured against a bare node:http server
+ * in the same run. Absolute numbers on a shared 2-core machine drift by 2×
+ * between runs; only the ratios within one run mean anything.
+ *
+ *   BENCH_ROUNDS=3 BENCH_SECONDS=5 npm run bench
+ *
+ * - GET /token throughput and p50/p99 latency, tokend vs bare, alternating
+ *   A B A B, concurrency 50 and 1 (autocannon); servers pinned to core 0 and
+ *   the load generator to core 1 where `taskset` exists.
+ * - start to ready with a valid token on disk, vs a bare `node -e` start
+ * - idle RSS of the whole process (both threads)
+ * - SIGTERM to exit, idle and under load
+ * - 1,000 concurrent GET /token on an expired token: upstream calls
+ * - persist latency p99 from tokend's own metrics
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { freePort, stateFileWith, tempDir } from '../test/fixtures/daemon.ts';
+import { MonzoStub } from '../test/fixtures/monzo-stub.ts';
+
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
+const CLI = fileURLToPath(new URL('../dist/main/cli.js', import.meta.url));
+const BARE = fileURLToPath(new URL('./bare-server.mjs', import.meta.url));
+const AUTOCANNON = fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url));
+const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+const pin = (core: number, cmd: string[]): string[] => (hasTaskset ? ['taskset', '-c', String(core), ...cmd] : cmd);
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const fmt = (n: number, d = 2): string => n.toFixed(d);
+
+function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function waitFor(port: number, path: string, status = 200): Promise<void> {
+  for (;;) {
+    const r = await get(port, path).catch(() => null);
+    if (r?.status === status) return;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+function spawnServer(cmd: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const [bin, ...args] = pin(0, cmd);
+  return spawn(bin!, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+function exited(p: ChildProcess): Promise<void> {
+  return p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', () => r()));
+}
+
+interface Load {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+function autocannon(port: number, connections: number, seconds: number): Load {
+  const [bin, ...args] = pin(1, [process.execPath, AUTOCANNON, '-j', '-c', String(connections), '-d', String(seconds), `http://127.0.0.1:${port}/token`]);
+  const r = spawnSync(bin!, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const j = JSON.parse(r.stdout) as { requests: { average: number }; latency: { p50: number; p99: number }; errors: number; non2xx: number };
+  return { rps: j.requests.average, p50: j.latency.p50, p99: j.latency.p99, errors: j.errors + j.non2xx };
+}
+
+async function main(): Promise<void> {
+  const stub = await new MonzoStub().start();
+  const dir = tempDir('tokend-bench-');
+  const results: Record<string, unknown> = { node: process.version, taskset: hasTaskset, rounds: ROUNDS, seconds: SECONDS };
+  const tokendEnv = (stateFile: string, port: number): NodeJS.ProcessEnv => ({
+    TOKEND_STATE_FILE: stateFile,
+    TOKEND_TOKEN_URL: stub.tokenUrl,
+    TOKEND_CLIENT_ID: stub.clientId,
+    TOKEND_CLIENT_SECRET: stub.clientSecret,
+    TOKEND_LISTEN: `127.0.0.1:${port}`,
+    TOKEND_LOG_LEVEL: 'warn',
+  });
+
+  // ---- throughput and latency --------------------------------------------
+  const stateFile = stateFileWith(dir, stub.login(), 6 * 3600);
+  const tPort = await freePort();
+  const tokend = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, tPort));
+  await waitFor(tPort, '/readyz');
+  const body = (await get(tPort, '/token')).body;
+  const bPort = await freePort();
+  const bare = spawnServer([process.execPath, BARE, String(bPort)], { BARE_BODY: body });
+  await waitFor(bPort, '/token');
+  console.log(`GET /token, ${ROUNDS} rounds of ${SECONDS} s, alternating; taskset: ${hasTaskset ? 'servers core 0, load core 1' : 'not available'}`);
+  const load: Record<string, unknown> = {};
+  for (const c of [50, 1]) {
+    autocannon(tPort, c, 1);
+    autocannon(bPort, c, 1);
+    const pairs: Array<{ t: Load; b: Load }> = [];
+    for (let i = 0; i < ROUNDS; i++) pairs.push({ b: autocannon(bPort, c, SECONDS), t: autocannon(tPort, c, SECONDS) });
+    const rpsRatios = pairs.map((p) => p.t.rps / p.b.rps);
+    const p99Ratios = pairs.map((p) => (p.t.p99 || 0.001) / (p.b.p99 || 0.001));
+    console.log(`\n  concurrency ${c}`);
+    console.log('  round   tokend req/s  bare req/s  ratio   tokend p50/p99 ms  bare p50/p99 ms');
+    pairs.forEach((p, i) =>
+      console.log(
+        `  ${String(i + 1).padEnd(6)}  ${fmt(p.t.rps, 0).padStart(12)}  ${fmt(p.b.rps, 0).padStart(10)}  ${fmt(rpsRatios[i]!).padStart(5)}   ${`${p.t.p50}/${p.t.p99}`.padStart(17)}  ${`${p.b.p50}/${p.b.p99}`.padStart(15)}`,
+      ),
+    );
+    console.log(`  median throughput ratio ${fmt(median(rpsRatios))}, median p99 ratio ${fmt(median(p99Ratios))}, errors ${pairs.reduce((a, p) => a + p.t.errors, 0)}`);
+    load[`c${c}`] = { pairs, medianRpsRatio: median(rpsRatios), medianP99Ratio: median(p99Ratios) };
+  }
+  results['load'] = load;
+
+  // ---- idle RSS --------------------------------------------------------------
+  await new Promise((r) => setTimeout(r, 2_000));
+  const rssMb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${tokend.pid}/status`, 'utf8'))![1]) / 1024;
+  console.log(`\nidle RSS (whole process, after load): ${fmt(rssMb, 1)} MB`);
+  results['idleRssMb'] = rssMb;
+  bare.kill('SIGTERM');
+  tokend.kill('SIGTERM');
+  await Promise.all([exited(bare), exited(tokend)]);
+
+  // ---- start to ready ----------------------------------------------------------
+  const nodeStarts: number[] = [];
+  const tokendStarts: number[] = [];
+  const stopTimesIdle: number[] = [];
+  const stopTimesLoad: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    let t0 = performance.now();
+    spawnSync(process.execPath, ['-e', '0']);
+    nodeStarts.push(performance.now() - t0);
+    const port = await freePort();
+    t0 = performance.now();
+    const p = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, port));
+    await waitFor(port, '/readyz');
+    tokendStarts.push(performance.now() - t0);
+    // SIGTERM to exit, idle
+    t0 = performance.now();
+    p.kill('SIGTERM');
+    await exited(p);
+    stopTimesIdle.push(performance.now() - t0);
+    // SIGTERM to exit, under load
+    const port2 = await freePort();
+    const q = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, port2));
+    await waitFor(port2, '/readyz');
+    let loading = true;
+    const workers = Array.from({ length: 16 }, async () => {
+      while (loading) await get(port2, '/token').catch(() => null);
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    t0 = performance.now();
+    q.kill('SIGTERM');
+    await exited(q);
+    stopTimesLoad.push(performance.now() - t0);
+    loading = false;
+    await Promise.all(workers);
+  }
+  const startRatio = median(tokendStarts) / median(nodeStarts);
+  console.log(`\nstart to ready (valid token on disk): tokend ${fmt(median(tokendStarts), 0)} ms, bare node -e ${fmt(median(nodeStarts), 0)} ms, ratio ${fmt(startRatio)}`);
+  console.log(`SIGTERM to exit (state flushed, lock released): idle ${fmt(median(stopTimesIdle), 0)} ms, under load ${fmt(median(stopTimesLoad), 0)} ms`);
+  results['startMs'] = { tokend: tokendStarts, node: nodeStarts, ratio: startRatio };
+  results['stopMs'] = { idle: stopTimesIdle, load: stopTimesLoad };
+
+  // ---- burst on an expired token -----------------------------------------------
+  const expired = stateFileWith(tempDir('tokend-bench-'), stub.login(), 3600, {
+    obtained_at: new Date(Date.now() - 7_200_000).toISOString(),
+    expires_at: new Date(Date.now() - 60_000).toISOString(),
+  });
+  const burstPort = await freePort();
+  stub.faults.push({ kind: 'delay', ms: 1_500 });
+  const before = stub.calls.length;
+  const b = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(expired, burstPort));
+  await waitFor(burstPort, '/healthz');
+  const answers = await Promise.all(Array.from({ length: 1000 }, () => get(burstPort, '/token')));
+  const upstream = stub.calls.length - before;
+  const live = stub.live!.access_token;
+  const withNew = answers.filter((a) => a.status === 200 && (JSON.parse(a.body) as { access_token: string }).access_token === live).length;
+  console.log(`\nburst: 1000 concurrent GET /token on an expired token → ${upstream} upstream refresh(es), ${withNew}/1000 answered with the new token`);
+  results['burst'] = { upstream, withNew };
+
+  // ---- persist latency -----------------------------------------------------------
+  for (let i = 0; i < 50; i++) {
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port: burstPort, path: '/refresh-tokens', method: 'POST', agent: false }, (res) => res.resume().on('end', resolve));
+      req.on('error', reject);
+      req.end();
+    });
+  }
+  const metrics = (await get(burstPort, '/metrics')).body;
+  const buckets = [...metrics.matchAll(/^tokend_persist_duration_seconds_bucket\{le="([^"]+)",result="ok"\} (\d+)/gm)].map((m) => ({ le: m[1]!, n: Number(m[2]) }));
+  const count = buckets.at(-1)?.n ?? 0;
+  const p99 = buckets.find((x) => x.n >= count * 0.99)?.le ?? 'n/a';
+  const sum = Number(/^tokend_persist_duration_seconds_sum\{result="ok"\} (\S+)/m.exec(metrics)?.[1] ?? 0);
+  console.log(`persist (write, fsync, rename, dir fsync): ${count} writes, mean ${fmt((sum / count) * 1000)} ms, p99 ≤ ${p99 === '+Inf' ? p99 : `${Number(p99) * 1000} ms`} (histogram bucket)`);
+  results['persist'] = { count, meanMs: (sum / count) * 1000, p99Bucket: p99 };
+  b.kill('SIGTERM');
+  await exited(b);
+  await stub.close();
+
+  mkdirSync('bench-results', { recursive: true });
+  writeFileSync('bench-results/latest.json', `${JSON.stringify(results, null, 2)}\n`);
+  console.log('\nfull results: bench-results/latest.json');
+}
+
+await main();
