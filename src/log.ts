@@ -3,7 +3,6 @@
  * as a second fence: code logs fingerprints, never token values.
  */
 import { pino, type Logger } from 'pino';
-import pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -26,11 +25,12 @@ const redact = [
   'req.headers.authorization',
 ];
 
-export function createLogger(level: string, prettyOutput: boolean, name: string): Logger {
+export async function createLogger(level: string, prettyOutput: boolean, name: string): Promise<Logger> {
   const options = { level, name, redact: { paths: redact, censor: '[redacted]' }, base: { pid: process.pid } };
   // Synchronous writes to fd 2 work the same from a worker thread and survive process.exit().
+  // pino-pretty is loaded only for a terminal: a daemon under a supervisor never pays for it.
   const stream = prettyOutput
-    ? pretty({ sync: true, destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss' })
+    ? (await import('pino-pretty')).default({ sync: true, destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss' })
     : pino.destination({ fd: 2, sync: true });
   return pino(options, stream);
 }

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { exitCodeOf, isErrorCode, TokendError } from '../errors.js';
-import { TokendClient, TokendClientError } from '../client/index.js';
+import type { TokendClient, TokendClientError } from '../client/index.js';
 import { ConfigError, envNames, loadConfig, type Config, type OptionName, type RawOptions } from './config.js';
 import type { Logger } from '../log.js';
 import type { RunningDaemon } from './daemon.js';
@@ -55,7 +55,9 @@ function addOptions(cmd: Command, list: Array<[OptionName, string]>): Command {
   return cmd;
 }
 
-function client(opts: RawOptions): TokendClient {
+/** The client library (and undici) load only for the commands that talk to a daemon. */
+async function client(opts: RawOptions): Promise<TokendClient> {
+  const { TokendClient } = await import('../client/index.js');
   return new TokendClient({
     ...(opts.listen ? { url: opts.listen } : {}),
     ...(opts.stateFile ? { stateFile: opts.stateFile } : {}),
@@ -73,9 +75,10 @@ function clientFailure(err: unknown): number {
     say(err.message);
     return exitCodeOf(err.code);
   }
-  if (err instanceof TokendClientError) {
-    say(err.message);
-    return isErrorCode(err.code) ? exitCodeOf(err.code) : 1;
+  if ((err as Error)?.name === 'TokendClientError') {
+    const e = err as TokendClientError;
+    say(e.message);
+    return isErrorCode(e.code) ? exitCodeOf(e.code) : 1;
   }
   say((err as Error).message);
   return 1;
@@ -133,7 +136,7 @@ async function serve(opts: RawOptions): Promise<number> {
   // Loaded on demand: client commands start without the daemon's modules.
   const [{ createLogger }, { startDaemon, StartError }] = await Promise.all([import('../log.js'), import('./daemon.js')]);
   const pretty = process.stderr.isTTY === true;
-  const log = createLogger(config.logLevel, pretty, 'tokend');
+  const log = await createLogger(config.logLevel, pretty, 'tokend');
   const guard = guardSignals(log);
   let daemon: RunningDaemon;
   try {
@@ -167,7 +170,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .argument('[command...]', 'command to run with --exec')
     .action(async (command: string[], opts: RawOptions & { exec?: boolean; env: string }) => {
       try {
-        const token = await client(opts).getAccessToken();
+        const token = await (await client(opts)).getAccessToken();
         if (opts.exec) return setExit(await runTokenExec(command, opts.env, token));
         process.stdout.write(`${token}\n`);
         setExit(0);
@@ -182,7 +185,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--json', 'print GET /state as JSON')
     .action(async (opts: RawOptions & { json?: boolean }) => {
       try {
-        setExit(await printStatus(client(opts), opts.json === true));
+        setExit(await printStatus(await client(opts), opts.json === true));
       } catch (err) {
         setExit(clientFailure(err));
       }
@@ -191,7 +194,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
 
   const refreshCmd = new Command('refresh').description('refresh the tokens now and print the new expiry').action(async (opts: RawOptions) => {
     try {
-      const r = await client(opts).refresh();
+      const r = await (await client(opts)).refresh();
       process.stdout.write(`refreshed: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
       setExit(0);
     } catch (err) {
@@ -209,7 +212,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(async (opts: RawOptions & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
       try {
         const input = await readSetInput(opts);
-        const r = await client(opts).setTokens(input);
+        const r = await (await client(opts)).setTokens(input);
         process.stdout.write(`tokens set: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
         setExit(0);
       } catch (err) {
@@ -250,7 +253,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       const [{ createLogger }, { StartError }, { devBanner, startDev }] = await Promise.all([import('../log.js'), import('./daemon.js'), import('../dev/dev.js')]);
       const pretty = process.stderr.isTTY === true;
       const logLevel = opts.logLevel ?? process.env['TOKEND_LOG_LEVEL'] ?? 'info';
-      const log = createLogger(logLevel, pretty, 'tokend');
+      const log = await createLogger(logLevel, pretty, 'tokend');
       const guard = guardSignals(log);
       const ttl = Number(opts.tokenTtl);
       try {

@@ -45,7 +45,7 @@ export async function deliverTokens(config: Config, input: SetTokensInput, expli
       await client.close();
     }
   }
-  const log = createLogger('warn', false, 'tokend-login');
+  const log = await createLogger('warn', false, 'tokend-login');
   const owner = new Owner({ ...ownerOptions(config, false, randomUUID()), scheduleRefresh: false }, log, () => undefined);
   const started = await owner.start();
   if (!started.ok) throw TokendError.from(started.error);

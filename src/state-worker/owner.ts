@@ -16,7 +16,7 @@ import { fingerprint } from '../fingerprint.js';
 import type { Logger } from '../log.js';
 import type { StoredState, StoredTokens } from './codec.js';
 import { StateLock } from './lock.js';
-import { OAuthClient, UpstreamFailure, type TokenResponse } from './oauth.js';
+import type { OAuthClient, TokenResponse, UpstreamFailure } from './oauth.js';
 import { Refresher } from './refresher.js';
 import { isAboutToExpire } from './schedule.js';
 import { StateStore } from './store.js';
@@ -37,7 +37,8 @@ export class Owner {
   readonly #emit: (event: OwnerEvent) => void;
   readonly #store: StateStore;
   readonly #lock: StateLock;
-  readonly #oauth: OAuthClient;
+  /** Loaded on the first refresh: a start with a valid token never loads undici. */
+  #oauth: Promise<OAuthClient> | null = null;
   readonly #refresher: Refresher;
 
   #state: StoredState | null = null;
@@ -60,7 +61,6 @@ export class Owner {
     this.#emit = emit;
     this.#store = new StateStore(opts.stateFile);
     this.#lock = new StateLock(opts.stateFile);
-    this.#oauth = new OAuthClient(opts.provider, opts.timeouts);
     this.#refresher = new Refresher({
       wakeIntervalMs: opts.wakeIntervalMs,
       redeem: () => this.#redeem(),
@@ -157,7 +157,7 @@ export class Owner {
     if (this.#unsaved) await this.#flush();
     await this.#writes.catch(() => undefined);
     await this.#lock.release();
-    await this.#oauth.close();
+    if (this.#oauth) await (await this.#oauth).close();
     this.#log.info({ version: this.#state?.version, unsaved: this.#unsaved }, 'owner closed');
     return ok(null);
   }
@@ -195,10 +195,11 @@ export class Owner {
     let response: TokenResponse;
     try {
       this.#log.debug({ refreshFingerprint: fp }, 'refreshing');
-      response = await this.#oauth.refresh(refreshToken);
-    } catch (e) {
+      response = await (await this.#client()).refresh(refreshToken);
+    } catch (caught) {
       const seconds = (Date.now() - started) / 1000;
-      if (!(e instanceof UpstreamFailure)) throw e;
+      if ((caught as Error).name !== 'UpstreamFailure') throw caught;
+      const e = caught as UpstreamFailure;
       this.#emit({ type: 'refresh', outcome: e.kind === 'transient' ? 'transient_error' : e.kind, seconds });
       return this.#onRefreshFailure(e, fp);
     }
@@ -269,6 +270,11 @@ export class Owner {
     this.#reauthReason = null;
     this.#uncertain = null;
     return true;
+  }
+
+  #client(): Promise<OAuthClient> {
+    this.#oauth ??= import('./oauth.js').then(({ OAuthClient }) => new OAuthClient(this.#opts.provider, this.#opts.timeouts));
+    return this.#oauth;
   }
 
   // ---- persistence --------------------------------------------------------

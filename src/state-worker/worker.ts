@@ -20,7 +20,7 @@ export default function attach(task: AttachTask): string {
   const api: OwnerApi = {
     async start(options) {
       if (owner) return { ok: false, error: { code: 'internal_error', message: 'owner already started in this thread' } };
-      const log = createLogger(options.logLevel, options.prettyLogs, 'tokend-owner');
+      const log = await createLogger(options.logLevel, options.prettyLogs, 'tokend-owner');
       owner = new Owner(options, log, emit);
       return owner.start().catch(toResult);
     },
