@@ -20,6 +20,8 @@ export interface HttpOptions extends GuardOptions {
   readonly isDraining: () => boolean;
 }
 
+const STARTED = Symbol('started');
+
 export function createHttpServer(opts: HttpOptions): Server {
   const table = routes(opts.backend);
   const allowed = new Map<string, string[]>();
@@ -27,38 +29,64 @@ export function createHttpServer(opts: HttpOptions): Server {
   const guard = createGuard(opts);
   const { log, metrics } = opts;
 
+  /** Request timing without a 'finish' listener per request: recorded where each answer is sent. */
+  const record = (req: IncomingMessage & { path?: string; [STARTED]?: number | undefined }, res: ServerResponse): void => {
+    const t0 = req[STARTED];
+    if (t0 === undefined) return;
+    req[STARTED] = undefined;
+    metrics.request(allowed.has(req.path ?? '') ? req.path! : 'other', res.statusCode, (performance.now() - t0) / 1000);
+  };
+
   const app = polka({
-    onError(err, _req, res) {
-      const e = typeof err === 'string' ? new Error(err) : err;
-      if (e instanceof TokendError || (isErrorCode((e as { code?: unknown }).code) && e instanceof Error)) {
-        const te = e as TokendError;
-        if (httpStatusOf(te.code) >= 500) log.error({ code: te.code, err: te.message }, 'request failed');
-        if (!res.headersSent) sendError(res, { code: te.code, message: te.message });
-        return;
+    onError(err, req, res) {
+      try {
+        answerError(err, res);
+      } finally {
+        record(req, res);
       }
-      log.error({ err: e.message }, 'unexpected error in request handler');
-      if (!res.headersSent) fail(res, 'internal_error', 'internal error');
-      else res.destroy();
     },
     onNoMatch(req, res) {
       const methods = allowed.get(req.path);
-      if (methods) return fail(res, 'method_not_allowed', `${req.method} is not allowed on ${req.path}`, { allow: methods.join(', ') });
-      fail(res, 'not_found', `no route ${req.path}`);
+      if (methods) fail(res, 'method_not_allowed', `${req.method} is not allowed on ${req.path}`, { allow: methods.join(', ') });
+      else fail(res, 'not_found', `no route ${req.path}`);
+      record(req, res);
     },
   });
 
+  function answerError(err: string | Error, res: ServerResponse): void {
+    const e = typeof err === 'string' ? new Error(err) : err;
+    if (e instanceof TokendError || (isErrorCode((e as { code?: unknown }).code) && e instanceof Error)) {
+      const te = e as TokendError;
+      if (httpStatusOf(te.code) >= 500) log.error({ code: te.code, err: te.message }, 'request failed');
+      if (!res.headersSent) sendError(res, { code: te.code, message: te.message });
+      return;
+    }
+    log.error({ err: e.message }, 'unexpected error in request handler');
+    if (!res.headersSent) fail(res, 'internal_error', 'internal error');
+    else res.destroy();
+  }
+
   app.use((req, res, next) => {
-    const started = performance.now();
-    const route = allowed.has(req.path) ? req.path : 'other';
-    res.once('finish', () => metrics.request(route, res.statusCode, (performance.now() - started) / 1000));
-    if (opts.isDraining()) return fail(res, 'shutting_down', 'tokend is shutting down', { connection: 'close' });
+    (req as { [STARTED]?: number })[STARTED] = performance.now();
+    if (opts.isDraining()) {
+      fail(res, 'shutting_down', 'tokend is shutting down', { connection: 'close' });
+      return record(req, res);
+    }
     const refused = guard(req, req.path);
-    if (refused) return sendError(res, refused);
+    if (refused) {
+      sendError(res, refused);
+      return record(req, res);
+    }
     return next();
   });
   for (const r of table) {
-    if (r.method === 'GET') app.get(r.path, r.handler);
-    else app.post(r.path, r.handler);
+    const handler = (req: IncomingMessage & { path: string }, res: ServerResponse): void | Promise<void> => {
+      const out = r.handler(req, res);
+      if (out instanceof Promise) return out.then(() => record(req, res));
+      record(req, res);
+    };
+    if (r.method === 'GET') app.get(r.path, handler);
+    else app.post(r.path, handler);
   }
 
   const server = createServer(

@@ -48,9 +48,25 @@ function unavailable(s: Snapshot): ErrorData {
   return { code: 'reauthorization_required', message: s.reason ?? 'no usable access token: run `tokend login`' };
 }
 
+/**
+ * The /token body changes only with the snapshot and the second (expires_in):
+ * serialize it once per second, not once per request.
+ */
+let cached: { snapshot: Snapshot; second: number; body: string; length: number } | null = null;
 function sendToken(res: ServerResponse, s: Snapshot, now: number): void {
-  sendJson(res, 200, tokenBody(s, now));
+  const second = Math.floor(now / 1000);
+  if (cached?.snapshot !== s || cached.second !== second) {
+    const body = JSON.stringify(tokenBody(s, second * 1000));
+    cached = { snapshot: s, second, body, length: Buffer.byteLength(body) };
+  }
+  res.writeHead(200, tokenHeaders(cached.length));
+  res.end(cached.body);
 }
+const tokenHeaders = (length: number): Record<string, string | number> => ({
+  'content-type': 'application/json; charset=utf-8',
+  'content-length': length,
+  'cache-control': 'no-store',
+});
 
 export function routes(backend: Backend): Route[] {
   const getToken: Handler = async (_req, res) => {

@@ -17,6 +17,8 @@ export class Metrics {
   readonly #requestSeconds: Histogram<'route'>;
   readonly #restarts: Counter;
   #snapshot: Snapshot | null = null;
+  readonly #requestChildren = new Map<string, { inc(): void }>();
+  readonly #latencyChildren = new Map<string, { observe(v: number): void }>();
 
   constructor() {
     const registers = [this.registry];
@@ -104,9 +106,15 @@ export class Metrics {
     }
   }
 
+  /** Per-request: label children are bound once per route and status, so the hot path hashes no labels. */
   request(route: string, status: number, seconds: number): void {
-    this.#requests.inc({ route, status: String(status) });
-    this.#requestSeconds.observe({ route }, seconds);
+    const key = `${route} ${status}`;
+    let counter = this.#requestChildren.get(key);
+    if (!counter) this.#requestChildren.set(key, (counter = this.#requests.labels(route, String(status))));
+    counter.inc();
+    let timer = this.#latencyChildren.get(route);
+    if (!timer) this.#latencyChildren.set(route, (timer = this.#requestSeconds.labels(route)));
+    timer.observe(seconds);
   }
 
   workerRestarted(): void {
