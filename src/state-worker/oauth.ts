@@ -125,7 +125,7 @@ export async function discover(issuer: string, timeouts: UpstreamTimeouts, dispa
     status = res.statusCode;
     text = await res.body.text();
   } catch (err) {
-    throw new UpstreamFailure('transient', `discovery at ${safeUrl(url)} failed: ${(err as { code?: string }).code ?? (err as Error).name}`, null, null, null);
+    throw new UpstreamFailure('transient', `discovery at ${safeUrl(url)} failed: ${networkErrorCode(err)}`, null, null, null);
   }
   let doc: Record<string, unknown> = {};
   try {
@@ -214,8 +214,9 @@ export class OAuthClient {
       retryAfter = res.headers['retry-after'];
       text = await res.body.text();
     } catch (err) {
-      const code = (err as { code?: string }).code ?? (err as Error).name;
-      throw new UpstreamFailure('transient', `token request to ${safeUrl(provider.tokenUrl)} failed: ${code}`, null, code, null);
+      const code = networkErrorCode(err);
+      const what = /TIMEOUT|TimeoutError/.test(code) ? `timed out (${code})` : code;
+      throw new UpstreamFailure('transient', `token request to ${safeUrl(provider.tokenUrl)} failed: ${what}`, null, code, null);
     }
     return parseTokenResponse(status, retryAfter, text, Date.now());
   }
@@ -223,6 +224,15 @@ export class OAuthClient {
   async close(): Promise<void> {
     await this.#dispatcher.close().catch(() => undefined);
   }
+}
+
+/** A stable name for a network failure: undici's UND_ERR_* or the system's E* code, else the error's name. */
+export function networkErrorCode(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return code;
+  const cause = (err as { cause?: { code?: unknown } }).cause?.code;
+  if (typeof cause === 'string') return cause;
+  return (err as Error).name ?? 'Error';
 }
 
 /** A URL fit for a message: no credentials, no query. */

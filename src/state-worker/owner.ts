@@ -241,9 +241,9 @@ export class Owner {
       this.#reauthReason = lost
         ? `the provider refused the refresh token (${e.error ?? 'invalid_grant'}); a refresh started at ${new Date(lost.sinceMs).toISOString()} was interrupted before its answer was saved, so the provider had most likely rotated it already: ${LOGIN_HINT}`
         : `the provider refused the refresh token (${e.error ?? 'invalid_grant'}): ${LOGIN_HINT}`;
+      this.#publish();
       this.#log.error({ refreshFingerprint: fp, status: e.status, error: e.error }, `reauthorization required: ${this.#reauthReason}`);
       await this.#commit((cur) => ({ ...cur, intent: null })).catch(() => undefined);
-      this.#publish();
       return err('reauthorization_required', this.#reauthReason, { upstream: { status: e.status, error: e.error } });
     }
     if (e.status === null) {

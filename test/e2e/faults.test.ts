@@ -35,7 +35,7 @@ const transient: Array<[string, Fault, RegExp]> = [
   ['500', { kind: 'status', status: 500, body: { code: 'internal_service', message: 'boom' } }, /provider answered 500 \(internal_service: boom\)/],
   ['503 with Retry-After', { kind: 'status', status: 503, headers: { 'retry-after': '1' } }, /provider answered 503/],
   ['429', { kind: 'status', status: 429, body: { code: 'rate_limited', message: 'slow down' } }, /provider answered 429 \(rate_limited: slow down\)/],
-  ['a hang past the timeout', { kind: 'hang' }, /token request to .* failed: (UND_ERR_\w+|AbortError|TimeoutError)/],
+  ['a hang past the timeout', { kind: 'hang' }, /token request to .* failed: timed out \((UND_ERR_\w+|TimeoutError)\)/],
   ['malformed JSON', { kind: 'raw', status: 200, text: '{"access_token": "acc_' }, /not a JSON object/],
   ['a 200 without access_token', { kind: 'partial', body: { refresh_token: 'ref_unused', expires_in: 60 } }, /without an access_token/],
 ];
