@@ -1,0 +1,147 @@
+/**
+ * The disk refuses: a full file system (a small tmpfs), a read-only one, and
+ * the lock taken away. Serving goes on from memory, /readyz reports the
+ * failure, writes are retried, and the old file stays intact.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Daemon, findLeaks, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { stubEnv } from '../fixtures/env.ts';
+import { MonzoStub } from '../fixtures/monzo-stub.ts';
+
+const outputs: string[] = [];
+const mounts: string[] = [];
+let stub: MonzoStub;
+
+const canMount = (() => {
+  const dir = tempDir();
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir], { stdio: 'ignore' });
+    execFileSync('umount', [dir], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+before(async () => {
+  stub = await new MonzoStub().start();
+});
+after(async () => {
+  for (const m of mounts) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+  await stub.close();
+  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), [], 'a token value appeared in daemon output');
+});
+
+/** A 256 KiB tmpfs holding a state file. */
+function smallFs(): { dir: string; stateFile: string } {
+  const dir = tempDir();
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', dir]);
+  mounts.push(dir);
+  return { dir, stateFile: stateFileWith(dir, stub.login(), 3600) };
+}
+
+/** Fill the file system until it refuses; returns the filler's path. */
+function fill(dir: string): string {
+  const path = join(dir, 'filler');
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(4096, 1);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
+const start = (stateFile: string): Promise<Daemon> => Daemon.start(stubEnv(stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100' }));
+async function finish(d: Daemon): Promise<void> {
+  assert.equal((await d.stop()).code, 0, d.output);
+  outputs.push(d.output);
+}
+
+describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not permitted here' }, () => {
+  it('full before a refresh: the refresh token is not redeemed, the old token is served, /readyz says why, and it recovers', async () => {
+    const { dir, stateFile } = smallFs();
+    const d = await start(stateFile);
+    const before = readFileSync(stateFile, 'utf8');
+    const calls = stub.calls.length;
+    const filler = fill(dir);
+    const r = await d.request('POST', '/refresh-tokens');
+    assert.equal(r.status, 503);
+    assert.equal(r.json['error'], 'persist_failed');
+    assert.match(String(r.json['message']), /cannot write state file .* \(ENOSPC\)/);
+    assert.equal(stub.calls.length, calls, 'no rotation without a durable intent');
+    assert.equal(readFileSync(stateFile, 'utf8'), before, 'the old file is intact');
+    assert.equal((await d.request('GET', '/token')).status, 200);
+    const ready = await d.request('GET', '/readyz');
+    assert.equal(ready.status, 503);
+    assert.match(String(ready.json['message']), /state file cannot be written/);
+    unlinkSync(filler);
+    await d.waitForLog('token refreshed', 10_000);
+    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, stub.live!.refresh_token);
+    assert.equal((await d.request('GET', '/readyz')).status, 200);
+    await finish(d);
+  });
+
+  it('full after the provider rotated: the new pair is served from memory, written once there is room', async () => {
+    const { dir, stateFile } = smallFs();
+    const d = await start(stateFile);
+    stub.faults.push({ kind: 'delay', ms: 300 });
+    const arrived = stub.nextRequest();
+    const refresh = d.request('POST', '/refresh-tokens');
+    await arrived;
+    // On disk now: the old pair and the intent recorded before the call.
+    const before = readFileSync(stateFile, 'utf8');
+    assert.notEqual(JSON.parse(before).refresh_intent, null);
+    const filler = fill(dir);
+    const r = await refresh;
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json['access_token'], stub.live!.access_token, 'the rotated pair is kept, not dropped');
+    assert.equal(readFileSync(stateFile, 'utf8'), before, 'the old file is intact');
+    assert.equal((await d.request('GET', '/token')).json['access_token'], stub.live!.access_token);
+    assert.equal((await d.request('GET', '/readyz')).status, 503);
+    unlinkSync(filler);
+    await d.waitForLog('state written after earlier failures', 10_000);
+    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, stub.live!.refresh_token);
+    assert.equal((await d.request('GET', '/readyz')).status, 200);
+    await finish(d);
+  });
+
+  it('a read-only file system: refused with a clear error, nothing changed, recovered after remount', async () => {
+    const { dir, stateFile } = smallFs();
+    const d = await start(stateFile);
+    const before = readFileSync(stateFile, 'utf8');
+    execFileSync('mount', ['-o', 'remount,ro', dir]);
+    const r = await d.request('POST', '/refresh-tokens');
+    assert.equal(r.status, 503);
+    assert.match(String(r.json['message']), /\(EROFS\)/);
+    assert.equal(readFileSync(stateFile, 'utf8'), before);
+    assert.equal((await d.request('GET', '/token')).status, 200);
+    execFileSync('mount', ['-o', 'remount,rw', dir]);
+    await d.waitForLog('token refreshed', 10_000);
+    await finish(d);
+  });
+});
+
+describe('the lock', () => {
+  it('a lock taken away while running stops refreshing at once: lock_lost everywhere, no upstream call', async () => {
+    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
+    const d = await start(stateFile);
+    rmSync(`${stateFile}.lock`, { recursive: true });
+    await d.waitForLog(/^state file lock lost/, 15_000);
+    const calls = stub.calls.length;
+    const r = await d.request('POST', '/refresh-tokens');
+    assert.equal(r.status, 503);
+    assert.equal(r.json['error'], 'lock_lost');
+    assert.equal(stub.calls.length, calls);
+    assert.equal((await d.request('GET', '/state')).json['status'], 'lock_lost');
+    assert.equal((await d.request('GET', '/readyz')).status, 503);
+    await finish(d);
+  });
+});
