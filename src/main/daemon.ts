@@ -14,8 +14,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { OwnerOptions } from '../contract.js';
 import { exitCodeOf, type ErrorData } from '../errors.js';
-import { EventHub } from '../http/events.js';
-import { createHttpServer } from '../http/app.js';
+import type { EventHub } from '../http/events.js';
 import type { Logger } from '../log.js';
 import { formatListen, type Config, type Listen } from './config.js';
 import { Metrics } from './metrics.js';
@@ -71,10 +70,12 @@ export class StartError extends Error {
 }
 
 export async function startDaemon(config: Config, log: Logger, hooks: DaemonHooks): Promise<RunningDaemon> {
+  // Start the owner thread first: it boots, takes the lock and loads the
+  // state on the other core while this thread loads the HTTP side.
   const metrics = new Metrics();
   let hub: EventHub | null = null;
   let fatal: (e: ErrorData) => void = () => undefined;
-  const started = await OwnerHandle.start(ownerOptions(config, hooks.prettyLogs, randomUUID()), log, {
+  const starting = OwnerHandle.start(ownerOptions(config, hooks.prettyLogs, randomUUID()), log, {
     onSnapshot(snapshot, previous) {
       metrics.setSnapshot(snapshot);
       hub?.publish(snapshot, previous);
@@ -83,6 +84,8 @@ export async function startDaemon(config: Config, log: Logger, hooks: DaemonHook
     onRestart: () => metrics.workerRestarted(),
     onFatal: (e) => fatal(e),
   });
+  const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
+  const started = await starting;
   if (!started.ok) throw new StartError(started.error, exitCodeOf(started.error.code));
   const owner = started.value;
   metrics.setSnapshot(owner.snapshot);
@@ -104,7 +107,7 @@ export async function startDaemon(config: Config, log: Logger, hooks: DaemonHook
       refresh: (trigger) => owner.refresh(trigger),
       setTokens: (input) => owner.setTokens(input),
       owner: ownerInfo,
-      metricsText: () => metrics.registry.metrics(),
+      metricsText: () => metrics.text(),
       hub,
     },
   });
@@ -123,6 +126,8 @@ export async function startDaemon(config: Config, log: Logger, hooks: DaemonHook
   await owner.setListen(address);
   log.info({ listen: address, stateFile: config.stateFile, status: owner.snapshot.status }, 'tokend serving');
   hooks.onListening?.(address);
+  // Off the start-up path: prom-client loads once the daemon is serving.
+  setImmediate(() => void metrics.load());
 
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));

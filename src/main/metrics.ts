@@ -3,24 +3,76 @@
  * reports refreshes and writes as events, the HTTP layer times requests.
  * No label or value ever carries a token.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Counter, Histogram, Registry } from 'prom-client';
 import type { DaemonStatus, OwnerEvent, Snapshot } from '../contract.js';
+
+type PromClient = typeof import('prom-client');
+
+/**
+ * The daemon's metrics. prom-client (and the OpenTelemetry API it pulls in)
+ * loads after the daemon is serving, off the start-up path; what happens
+ * before is queued and replayed, so nothing is lost.
+ */
+export class Metrics {
+  #impl: Instruments | null = null;
+  #loading: Promise<Instruments> | null = null;
+  readonly #pending: Array<(i: Instruments) => void> = [];
+  #snapshot: Snapshot | null = null;
+
+  load(): Promise<Instruments> {
+    this.#loading ??= import('prom-client').then((client) => {
+      const impl = new Instruments(client, () => this.#snapshot);
+      for (const apply of this.#pending.splice(0)) apply(impl);
+      this.#impl = impl;
+      return impl;
+    });
+    return this.#loading;
+  }
+
+  #apply(fn: (i: Instruments) => void): void {
+    if (this.#impl) fn(this.#impl);
+    else if (this.#pending.length < 100_000) this.#pending.push(fn);
+  }
+
+  setSnapshot(snapshot: Snapshot): void {
+    this.#snapshot = snapshot;
+  }
+
+  record(event: OwnerEvent): void {
+    this.#apply((i) => i.record(event));
+  }
+
+  request(route: string, status: number, seconds: number): void {
+    if (this.#impl) this.#impl.request(route, status, seconds);
+    else this.#apply((i) => i.request(route, status, seconds));
+  }
+
+  workerRestarted(): void {
+    this.#apply((i) => i.workerRestarted());
+  }
+
+  /** Prometheus text format. */
+  async text(): Promise<string> {
+    return (await this.load()).registry.metrics();
+  }
+}
 
 const statuses: readonly DaemonStatus[] = ['ok', 'waiting_for_login', 'expired', 'reauthorization_required', 'lock_lost'];
 
-export class Metrics {
-  readonly registry = new Registry();
+class Instruments {
+  readonly registry: Registry;
   readonly #refreshes: Counter<'outcome'>;
   readonly #refreshSeconds: Histogram;
   readonly #persistSeconds: Histogram<'result'>;
   readonly #requests: Counter<'route' | 'status'>;
   readonly #requestSeconds: Histogram<'route'>;
   readonly #restarts: Counter;
-  #snapshot: Snapshot | null = null;
   readonly #requestChildren = new Map<string, { inc(): void }>();
   readonly #latencyChildren = new Map<string, { observe(v: number): void }>();
 
-  constructor() {
+  constructor(client: PromClient, snap: () => Snapshot | null) {
+    const { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } = client;
+    this.registry = new Registry();
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'tokend_' });
     this.#refreshes = new Counter({ name: 'tokend_refresh_total', help: 'Refresh attempts by outcome', labelNames: ['outcome'], registers });
@@ -46,7 +98,6 @@ export class Metrics {
       registers,
     });
     this.#restarts = new Counter({ name: 'tokend_worker_restarts_total', help: 'Restarts of the owner thread', registers });
-    const snap = (): Snapshot | null => this.#snapshot;
     new Gauge({
       name: 'tokend_token_expires_in_seconds',
       help: 'Seconds until the access token expires (negative when expired)',
@@ -91,10 +142,6 @@ export class Metrics {
         for (const s of statuses) this.set({ status: s }, s === current ? 1 : 0);
       },
     });
-  }
-
-  setSnapshot(snapshot: Snapshot): void {
-    this.#snapshot = snapshot;
   }
 
   record(event: OwnerEvent): void {
