@@ -126,6 +126,10 @@ export async function startDaemon(config: Config, log: Logger, hooks: DaemonHook
   await owner.setListen(address);
   log.info({ listen: address, stateFile: config.stateFile, status: owner.snapshot.status }, 'tokend serving');
   hooks.onListening?.(address);
+  if (process.env['TOKEND_TEST_HOOKS'] === '1') {
+    // Test hook: SIGUSR2 kills the owner thread, to prove a restart loses nothing.
+    process.on('SIGUSR2', () => void owner.terminateThread());
+  }
   // Off the start-up path: prom-client loads once the daemon is serving.
   setImmediate(() => void metrics.load());
 

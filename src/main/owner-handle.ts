@@ -42,6 +42,8 @@ export class OwnerHandle {
   #snapshot: Snapshot | null = null;
   #closing = false;
   #restarts: number[] = [];
+  #generation = 0;
+  #reattaching = false;
 
   private constructor(options: OwnerOptions, log: Logger, events: OwnerHandleEvents) {
     this.#options = options;
@@ -54,6 +56,8 @@ export class OwnerHandle {
       idleTimeout: Number.POSITIVE_INFINITY,
       // Required: see src/state-worker/worker.ts.
       atomics: 'disabled',
+      // The owner holds one small state: a small young generation keeps the idle footprint down.
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
     });
     // Without an 'error' listener, a throw in a worker timer kills the process.
     this.#pool.on('error', (err: Error) => this.#log.error({ err: err.message }, 'owner thread failed'));
@@ -76,16 +80,43 @@ export class OwnerHandle {
   }
 
   async #attach(): Promise<Result<Snapshot>> {
+    const generation = ++this.#generation;
     const rpc = new MessageChannel();
     const events = new MessageChannel();
     this.#ports = [rpc.port1, events.port1];
     events.port1.on('message', (event: OwnerEvent) => this.#onEvent(event));
-    rpc.port1.once('close', () => this.#onDeath());
-    await this.#pool.run({ rpc: rpc.port2, events: events.port2 }, { transferList: [rpc.port2, events.port2] });
+    // Only the current owner's port counts: a port of an attach that failed closes too.
+    rpc.port1.once('close', () => generation === this.#generation && this.#onDeath());
+    try {
+      await this.#pool.run({ rpc: rpc.port2, events: events.port2 }, { transferList: [rpc.port2, events.port2] });
+    } catch (err) {
+      this.#generation++;
+      for (const port of this.#ports) port.close();
+      return { ok: false, error: { code: 'internal_error', message: `the owner thread did not start: ${(err as Error).message}`, details: { retry: true } } };
+    }
     this.#remote = wrapOwner(rpc.port1);
     const started = await this.#call((r) => r.start(this.#options));
     if (started.ok) this.#snapshot = started.value;
     return started;
+  }
+
+  /** A dead owner is replaced; piscina may still be removing it, so a failed attach is retried briefly. */
+  async #reattach(): Promise<void> {
+    this.#reattaching = true;
+    try {
+      for (let attempt = 1; attempt <= 10 && !this.#closing; attempt++) {
+        const r = await this.#attach();
+        if (r.ok) {
+          this.#log.info({ version: r.value.version }, 'owner thread restarted');
+          return;
+        }
+        if (r.error.details?.['retry'] !== true) return this.#events.onFatal(r.error);
+        await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+      }
+      if (!this.#closing) this.#events.onFatal({ code: 'internal_error', message: 'the owner thread could not be restarted' });
+    } finally {
+      this.#reattaching = false;
+    }
   }
 
   #onEvent(event: OwnerEvent): void {
@@ -104,7 +135,8 @@ export class OwnerHandle {
     if (this.#remote) releaseOwner(this.#remote);
     this.#remote = null;
     for (const port of this.#ports) port.close();
-    if (this.#closing) return;
+    // A port of an attempt made while replacing the owner closes too: that is not a second death.
+    if (this.#closing || this.#reattaching) return;
     const now = Date.now();
     this.#restarts = [...this.#restarts.filter((t) => now - t < 60_000), now];
     if (this.#restarts.length > MAX_RESTARTS_PER_MINUTE) {
@@ -113,10 +145,7 @@ export class OwnerHandle {
     }
     this.#log.error('owner thread died; starting a new one from the state file');
     this.#events.onRestart();
-    void this.#attach().then((r) => {
-      if (!r.ok) this.#events.onFatal(r.error);
-      else this.#log.info({ version: r.value.version }, 'owner thread restarted');
-    });
+    void this.#reattach();
   }
 
   /** Call the owner; a death of the thread rejects the call instead of leaving it hanging. */
@@ -161,6 +190,11 @@ export class OwnerHandle {
   async close(timeoutMs: number): Promise<Result<null>> {
     this.#closing = true;
     return this.#call((r) => r.close(timeoutMs));
+  }
+
+  /** Kill the owner thread as a crash would (for the restart test; see TOKEND_TEST_HOOKS). */
+  async terminateThread(): Promise<void> {
+    await this.#pool.threads[0]?.terminate();
   }
 
   /** End the worker thread. */

@@ -144,3 +144,28 @@ describe('signals', () => {
     keep(again);
   });
 });
+
+describe('the owner thread', () => {
+  it('when it dies, calls in flight fail instead of hanging, and a new one reloads from the file and serves', async () => {
+    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
+    const d = await Daemon.start({ ...stubEnv(stub, stateFile), TOKEND_TEST_HOOKS: '1' });
+    const token = (await d.request('GET', '/token')).json['access_token'];
+    stub.faults.push({ kind: 'hang' });
+    const arrived = stub.nextRequest();
+    const pending = d.request('POST', '/refresh-tokens');
+    await arrived;
+    d.kill('SIGUSR2');
+    const failed = await pending;
+    assert.equal(failed.status, 500);
+    assert.match(String(failed.json['message']), /owner thread stopped before answering/);
+    await d.waitForLog('owner thread restarted');
+    assert.equal((await d.request('GET', '/token')).json['access_token'], token, 'reloaded from the file');
+    const r = await d.request('POST', '/refresh-tokens');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, stub.live!.refresh_token);
+    const restarts = /^tokend_worker_restarts_total (\d+)$/m.exec((await d.request('GET', '/metrics')).text)?.[1];
+    assert.equal(restarts, '1');
+    assert.equal((await d.stop()).code, 0);
+    keep(d);
+  });
+});
