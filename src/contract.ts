@@ -92,6 +92,8 @@ export interface PersistView {
 
 /** What the owner pushes to the main thread after every change. Read-only. */
 export interface Snapshot {
+  /** Grows with every snapshot taken: orders snapshots that arrive on two ports (events and RPC replies). */
+  readonly seq: number;
   /** State version: grows with every persisted change. */
   readonly version: number;
   readonly status: DaemonStatus;

@@ -147,6 +147,13 @@ async function serve(opts: RawOptions): Promise<number> {
     return err.exitCode;
   }
   guard.attach((reason) => daemon.stop(reason));
+  if (daemon.status() === 'waiting_for_login' && process.stdin.isTTY === true && process.stderr.isTTY === true) {
+    // A person is at the terminal: run the login here instead of only waiting for one.
+    log.info('no tokens yet: starting the login (interactive terminal)');
+    void import('./login-command.js')
+      .then(({ runLogin }) => runLogin(config, { browser: true, timeoutMs: 600_000, waitForApproval: true, listen: daemon.address }))
+      .catch((err: Error) => log.warn({ err: err.message }, 'login did not complete; run `tokend login` to try again'));
+  }
   return daemon.done;
 }
 

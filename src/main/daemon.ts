@@ -12,7 +12,7 @@ import { unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { OwnerOptions } from '../contract.js';
+import type { DaemonStatus, OwnerOptions } from '../contract.js';
 import { exitCodeOf, type ErrorData } from '../errors.js';
 import type { EventHub } from '../http/events.js';
 import type { Logger } from '../log.js';
@@ -28,6 +28,7 @@ export interface DaemonHooks {
 
 export interface RunningDaemon {
   readonly address: string;
+  status(): DaemonStatus;
   /** Resolves with the exit code once the daemon has stopped. */
   readonly done: Promise<number>;
   stop(reason: string): Promise<number>;
@@ -157,7 +158,7 @@ export async function startDaemon(config: Config, log: Logger, hooks: DaemonHook
     log.fatal({ code: e.code }, e.message);
     void stop('owner thread failed', 1);
   };
-  return { address, done, stop: (reason) => stop(reason) };
+  return { address, done, status: () => owner.snapshot.status, stop: (reason) => stop(reason) };
 }
 
 async function listen(server: Server, where: Listen): Promise<string> {

@@ -120,13 +120,22 @@ export class OwnerHandle {
   }
 
   #onEvent(event: OwnerEvent): void {
-    if (event.type === 'snapshot') {
-      const previous = this.#snapshot;
-      this.#snapshot = event.snapshot;
-      this.#events.onSnapshot(event.snapshot, previous);
-    } else {
+    if (event.type === 'snapshot') this.#adopt(event.snapshot);
+    else {
       this.#events.onEvent(event);
     }
+  }
+
+  /**
+   * Take a snapshot if it is newer than the one held. A write answers over RPC
+   * with the snapshot it produced: the main thread serves it from then on,
+   * even if the same snapshot's event on the other port is still in transit.
+   */
+  #adopt(snapshot: Snapshot): void {
+    const previous = this.#snapshot;
+    if (previous && snapshot.seq <= previous.seq) return;
+    this.#snapshot = snapshot;
+    this.#events.onSnapshot(snapshot, previous);
   }
 
   #onDeath(): void {
@@ -168,15 +177,20 @@ export class OwnerHandle {
   }
 
   refresh(trigger: RefreshTrigger): Promise<Result<Snapshot>> {
-    return this.#call((r) => r.refresh(trigger));
+    return this.#call((r) => r.refresh(trigger)).then((r) => this.#adopted(r));
   }
 
   ensureFresh(): Promise<Result<Snapshot>> {
-    return this.#call((r) => r.ensureFresh());
+    return this.#call((r) => r.ensureFresh()).then((r) => this.#adopted(r));
   }
 
   setTokens(input: SetTokensInput): Promise<Result<Snapshot>> {
-    return this.#call((r) => r.setTokens(input));
+    return this.#call((r) => r.setTokens(input)).then((r) => this.#adopted(r));
+  }
+
+  #adopted(result: Result<Snapshot>): Result<Snapshot> {
+    if (result.ok) this.#adopt(result.value);
+    return result;
   }
 
   async setListen(listen: string): Promise<void> {

@@ -54,6 +54,7 @@ export class Owner {
   /** A refresh of this refresh token may have reached the provider without its answer reaching us. */
   #uncertain: { fingerprint: string; sinceMs: number } | null = null;
   #writes: Promise<unknown> = Promise.resolve();
+  #seq = 0;
 
   constructor(opts: OwnerOptions, log: Logger, emit: (event: OwnerEvent) => void) {
     this.#opts = opts;
@@ -358,6 +359,7 @@ export class Owner {
     const status = this.#status();
     const r = this.#refresher.view();
     return {
+      seq: ++this.#seq,
       version: s?.version ?? 0,
       status,
       reason:

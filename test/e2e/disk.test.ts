@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Daemon, findLeaks, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { CLI, Daemon, findLeaks, http, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { MonzoStub } from '../fixtures/monzo-stub.ts';
 
@@ -143,5 +143,56 @@ describe('the lock', () => {
     assert.equal((await d.request('GET', '/state')).json['status'], 'lock_lost');
     assert.equal((await d.request('GET', '/readyz')).status, 503);
     await finish(d);
+  });
+});
+
+const canDropPrivileges = process.getuid?.() === 0 && (() => {
+  try {
+    execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(CLI)})`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+describe('permissions', { skip: canDropPrivileges ? false : 'needs root to run the daemon as an unprivileged user' }, () => {
+  /** A state directory owned by `nobody`, and a daemon running as `nobody` (root would ignore the modes). */
+  async function asNobody(): Promise<{ d: Proc; dir: string; stateFile: string; address: string }> {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, stub.login(), 3600);
+    chownSync(dir, 65534, 65534);
+    chownSync(stateFile, 65534, 65534);
+    const d = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'serve'], { ...stubEnv(stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_WAKE_INTERVAL_MS: '100' }, { command: 'setpriv' });
+    const serving = await d.waitForLog('tokend serving');
+    return { d, dir, stateFile, address: String(serving['listen']) };
+  }
+
+  it('a permission error on write: refused with EACCES, nothing changed, the old token served, recovered when fixed', async () => {
+    const { d, dir, stateFile, address } = await asNobody();
+    const before = readFileSync(stateFile, 'utf8');
+    chmodSync(dir, 0o500);
+    const r = await http(address, 'POST', '/refresh-tokens');
+    assert.equal(r.status, 503);
+    assert.match(String(r.json['message']), /\(EACCES\)/);
+    assert.equal(readFileSync(stateFile, 'utf8'), before);
+    assert.equal((await http(address, 'GET', '/token')).status, 200);
+    assert.equal((await http(address, 'GET', '/readyz')).status, 503);
+    chmodSync(dir, 0o700);
+    await d.waitForLog('token refreshed', 10_000);
+    d.kill('SIGTERM');
+    assert.equal((await d.exited).code, 0);
+    outputs.push(d.output);
+  });
+
+  it('a state file it may not read: a clear message at start, exit 1, the file untouched', async () => {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, stub.login(), 3600);
+    chownSync(dir, 65534, 65534);
+    const before = readFileSync(stateFile, 'utf8');
+    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'serve'], { ...stubEnv(stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
+    const exit = await p.exited;
+    assert.equal(exit.code, 1, p.output);
+    assert.match(p.stderr, /cannot read state file .*tokens\.json: .*EACCES/);
+    assert.equal(readFileSync(stateFile, 'utf8'), before);
   });
 });
