@@ -21,13 +21,15 @@ import { fileURLToPath } from 'node:url';
 import { freePort, stateFileWith, tempDir } from '../test/fixtures/daemon.ts';
 import { MonzoStub } from '../test/fixtures/monzo-stub.ts';
 
-const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
-const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);
 const CLI = fileURLToPath(new URL('../dist/main/cli.js', import.meta.url));
 const BARE = fileURLToPath(new URL('./bare-server.mjs', import.meta.url));
 const AUTOCANNON = fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url));
 const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
 const pin = (core: number, cmd: string[]): string[] => (hasTaskset ? ['taskset', '-c', String(core), ...cmd] : cmd);
+
+const rss = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -97,6 +99,8 @@ async function main(): Promise<void> {
   const tPort = await freePort();
   const tokend = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, tPort));
   await waitFor(tPort, '/readyz');
+  await new Promise((r) => setTimeout(r, 2_000));
+  const rssAtStartMb = rss(tokend.pid!);
   const body = (await get(tPort, '/token')).body;
   const bPort = await freePort();
   const bare = spawnServer([process.execPath, BARE, String(bPort)], { BARE_BODY: body });
@@ -124,9 +128,10 @@ async function main(): Promise<void> {
 
   // ---- idle RSS --------------------------------------------------------------
   await new Promise((r) => setTimeout(r, 2_000));
-  const rssMb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${tokend.pid}/status`, 'utf8'))![1]) / 1024;
-  console.log(`\nidle RSS (whole process, after load): ${fmt(rssMb, 1)} MB`);
-  results['idleRssMb'] = rssMb;
+  const rssMb = rss(tokend.pid!);
+  const bareRssMb = rss(bare.pid!);
+  console.log(`\nidle RSS of the whole process (both threads): ${fmt(rssAtStartMb, 1)} MB after start, ${fmt(rssMb, 1)} MB after the load; bare server ${fmt(bareRssMb, 1)} MB`);
+  results['idleRssMb'] = { afterStart: rssAtStartMb, afterLoad: rssMb, bare: bareRssMb };
   bare.kill('SIGTERM');
   tokend.kill('SIGTERM');
   await Promise.all([exited(bare), exited(tokend)]);
@@ -145,7 +150,8 @@ async function main(): Promise<void> {
     const p = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, port));
     await waitFor(port, '/readyz');
     tokendStarts.push(performance.now() - t0);
-    // SIGTERM to exit, idle
+    // SIGTERM to exit, idle (settled: a second after start)
+    await new Promise((r) => setTimeout(r, 1_000));
     t0 = performance.now();
     p.kill('SIGTERM');
     await exited(p);
