@@ -1,25 +1,18 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { TokendClient, type TokenEvent } from '../../src/client/index.ts';
-import { Daemon, findLeaks, freePort, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { Daemon, freePort, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
-import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubSuite } from '../fixtures/suite.ts';
+
+const suite = stubSuite();
+const { outputs } = suite;
 
 const READER = fileURLToPath(new URL('../fixtures/reader.ts', import.meta.url));
-const outputs: string[] = [];
-let stub: MonzoStub;
-
-before(async () => {
-  stub = await new MonzoStub().start();
-});
-after(async () => {
-  await stub.close();
-  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), [], 'a token value appeared in daemon output');
-});
 
 async function start(env: NodeJS.ProcessEnv = {}, expiresIn = 3600): Promise<Daemon> {
-  return Daemon.start(stubEnv(stub, stateFileWith(tempDir(), stub.login(), expiresIn), env));
+  return Daemon.start(stubEnv(suite.stub, stateFileWith(tempDir(), suite.stub.login(), expiresIn), env));
 }
 async function finish(d: Daemon): Promise<void> {
   assert.equal((await d.stop()).code, 0);
@@ -39,7 +32,7 @@ describe('client library', () => {
     const d = await start();
     const client = new TokendClient({ url: d.address });
     const tokens = await Promise.all(Array.from({ length: 200 }, () => client.getAccessToken()));
-    assert.deepEqual(new Set(tokens), new Set([stub.live!.access_token]));
+    assert.deepEqual(new Set(tokens), new Set([suite.stub.live!.access_token]));
     await client.getAccessToken();
     assert.equal(await requestsOn(d, '/token'), 1);
     await client.close();
@@ -48,9 +41,9 @@ describe('client library', () => {
 
   it('honours the API key and finds the daemon through the owner record', async () => {
     const key = 'client-key-0123456789';
-    const pair = stub.login();
+    const pair = suite.stub.login();
     const stateFile = stateFileWith(tempDir(), pair, 3600);
-    const d = await Daemon.start(stubEnv(stub, stateFile, { TOKEND_API_KEY: key }));
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile, { TOKEND_API_KEY: key }));
     const anonymous = new TokendClient({ stateFile });
     await assert.rejects(anonymous.getAccessToken(), (e: Error & { code?: string }) => e.code === 'unauthorized');
     const keyed = new TokendClient({ stateFile, apiKey: key });
@@ -62,9 +55,9 @@ describe('client library', () => {
 
   it('onChange: one event per token change, and it reconnects with Last-Event-ID after a restart', async () => {
     const port = await freePort();
-    const pair = stub.login();
+    const pair = suite.stub.login();
     const stateFile = stateFileWith(tempDir(), pair, 3600);
-    const env = stubEnv(stub, stateFile, { TOKEND_LISTEN: `127.0.0.1:${port}` });
+    const env = stubEnv(suite.stub, stateFile, { TOKEND_LISTEN: `127.0.0.1:${port}` });
     let d = await Daemon.start(env);
     const client = new TokendClient({ url: d.address });
     const events: TokenEvent[] = [];
@@ -78,7 +71,7 @@ describe('client library', () => {
     assert.equal(initial.access_token, pair.access_token, 'the current state on connect');
     const changed = nextEvent();
     await d.request('POST', '/refresh-tokens');
-    assert.equal((await changed).access_token, stub.live!.access_token);
+    assert.equal((await changed).access_token, suite.stub.live!.access_token);
     const count = events.length;
     await d.request('GET', '/token');
     assert.equal(events.length, count, 'a read is not a change');
@@ -87,17 +80,17 @@ describe('client library', () => {
     d = await Daemon.start(env);
     const afterRestart = nextEvent();
     await d.request('POST', '/refresh-tokens');
-    assert.equal((await afterRestart).access_token, stub.live!.access_token);
+    assert.equal((await afterRestart).access_token, suite.stub.live!.access_token);
     stopListening();
     await client.close();
     await finish(d);
   });
 
   it('20 client processes reading over HTTP and from the file while the token refreshes every second: 0 torn reads, 0 stale tokens', async (t) => {
-    stub.expiresIn = 2;
+    suite.stub.expiresIn = 2;
     try {
       const d = await start({ TOKEND_WAKE_INTERVAL_MS: '100' }, 2);
-      const refreshes = stub.calls.length;
+      const refreshes = suite.stub.calls.length;
       const readers = Array.from({ length: 20 }, (_, i) => {
         const mode = i % 2 === 0 ? 'http' : 'file';
         return new Proc(['--import', 'tsx', READER, mode, mode === 'http' ? d.address : d.stateFile, '5000'], {}, { command: process.execPath });
@@ -105,17 +98,17 @@ describe('client library', () => {
       await Promise.all(readers.map((r) => r.exited));
       const reports = readers.map((r) => JSON.parse(r.stdout) as { mode: string; reads: number; torn: number; stale: number; errors: number; distinct: number });
       const total = (mode: string, key: 'reads' | 'torn' | 'stale' | 'errors'): number => reports.filter((r) => r.mode === mode).reduce((a, r) => a + r[key], 0);
-      assert.ok(stub.calls.length - refreshes >= 4, `the token refreshed during the run (${stub.calls.length - refreshes} times)`);
+      assert.ok(suite.stub.calls.length - refreshes >= 4, `the token refreshed during the run (${suite.stub.calls.length - refreshes} times)`);
       assert.equal(total('file', 'torn'), 0);
       assert.equal(total('file', 'stale'), 0);
       assert.equal(total('http', 'stale'), 0);
       assert.equal(total('http', 'errors'), 0);
       assert.ok(reports.every((r) => r.reads >= 20), JSON.stringify(reports));
       assert.ok(reports.every((r) => r.distinct >= 3), 'every reader saw the token change');
-      t.diagnostic(`http reads=${total('http', 'reads')} file reads=${total('file', 'reads')} refreshes=${stub.calls.length - refreshes}`);
+      t.diagnostic(`http reads=${total('http', 'reads')} file reads=${total('file', 'reads')} refreshes=${suite.stub.calls.length - refreshes}`);
       await finish(d);
     } finally {
-      stub.expiresIn = 3600;
+      suite.stub.expiresIn = 3600;
     }
   });
 });
@@ -144,7 +137,7 @@ describe('metrics', () => {
     assert.equal(samples.get('tokend_lock_held'), 1);
     assert.equal(samples.get('tokend_worker_restarts_total'), 0);
     assert.equal(samples.get('tokend_status{status="ok"}'), 1);
-    assert.ok(!r.text.includes(stub.live!.access_token));
+    assert.ok(!r.text.includes(suite.stub.live!.access_token));
     await finish(d);
   });
 });

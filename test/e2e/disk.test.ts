@@ -7,14 +7,15 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { CLI, Daemon, findLeaks, http, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { after, describe, it } from 'node:test';
+import { CLI, Daemon, http, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
-import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubSuite } from '../fixtures/suite.ts';
 
-const outputs: string[] = [];
+const suite = stubSuite();
+const { outputs } = suite;
+
 const mounts: string[] = [];
-let stub: MonzoStub;
 
 const canMount = (() => {
   const dir = tempDir();
@@ -27,13 +28,8 @@ const canMount = (() => {
   }
 })();
 
-before(async () => {
-  stub = await new MonzoStub().start();
-});
-after(async () => {
+after(() => {
   for (const m of mounts) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-  await stub.close();
-  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), [], 'a token value appeared in daemon output');
 });
 
 /** A 256 KiB tmpfs holding a state file. */
@@ -41,7 +37,7 @@ function smallFs(): { dir: string; stateFile: string } {
   const dir = tempDir();
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', dir]);
   mounts.push(dir);
-  return { dir, stateFile: stateFileWith(dir, stub.login(), 3600) };
+  return { dir, stateFile: stateFileWith(dir, suite.stub.login(), 3600) };
 }
 
 /** Fill the file system until it refuses; returns the filler's path. */
@@ -59,7 +55,7 @@ function fill(dir: string): string {
   return path;
 }
 
-const start = (stateFile: string): Promise<Daemon> => Daemon.start(stubEnv(stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100' }));
+const start = (stateFile: string): Promise<Daemon> => Daemon.start(stubEnv(suite.stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100' }));
 async function finish(d: Daemon): Promise<void> {
   assert.equal((await d.stop()).code, 0, d.output);
   outputs.push(d.output);
@@ -70,13 +66,13 @@ describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not 
     const { dir, stateFile } = smallFs();
     const d = await start(stateFile);
     const before = readFileSync(stateFile, 'utf8');
-    const calls = stub.calls.length;
+    const calls = suite.stub.calls.length;
     const filler = fill(dir);
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 503);
     assert.equal(r.json['error'], 'persist_failed');
     assert.match(String(r.json['message']), /cannot write state file .* \(ENOSPC\)/);
-    assert.equal(stub.calls.length, calls, 'no rotation without a durable intent');
+    assert.equal(suite.stub.calls.length, calls, 'no rotation without a durable intent');
     assert.equal(readFileSync(stateFile, 'utf8'), before, 'the old file is intact');
     assert.equal((await d.request('GET', '/token')).status, 200);
     const ready = await d.request('GET', '/readyz');
@@ -84,7 +80,7 @@ describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not 
     assert.match(String(ready.json['message']), /state file cannot be written/);
     unlinkSync(filler);
     await d.waitForLog('token refreshed', 10_000);
-    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, stub.live!.refresh_token);
+    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, suite.stub.live!.refresh_token);
     assert.equal((await d.request('GET', '/readyz')).status, 200);
     await finish(d);
   });
@@ -92,8 +88,8 @@ describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not 
   it('full after the provider rotated: the new pair is served from memory, written once there is room', async () => {
     const { dir, stateFile } = smallFs();
     const d = await start(stateFile);
-    stub.faults.push({ kind: 'delay', ms: 300 });
-    const arrived = stub.nextRequest();
+    suite.stub.faults.push({ kind: 'delay', ms: 300 });
+    const arrived = suite.stub.nextRequest();
     const refresh = d.request('POST', '/refresh-tokens');
     await arrived;
     // On disk now: the old pair and the intent recorded before the call.
@@ -102,13 +98,13 @@ describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not 
     const filler = fill(dir);
     const r = await refresh;
     assert.equal(r.status, 200, r.text);
-    assert.equal(r.json['access_token'], stub.live!.access_token, 'the rotated pair is kept, not dropped');
+    assert.equal(r.json['access_token'], suite.stub.live!.access_token, 'the rotated pair is kept, not dropped');
     assert.equal(readFileSync(stateFile, 'utf8'), before, 'the old file is intact');
-    assert.equal((await d.request('GET', '/token')).json['access_token'], stub.live!.access_token);
+    assert.equal((await d.request('GET', '/token')).json['access_token'], suite.stub.live!.access_token);
     assert.equal((await d.request('GET', '/readyz')).status, 503);
     unlinkSync(filler);
     await d.waitForLog('state written after earlier failures', 10_000);
-    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, stub.live!.refresh_token);
+    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, suite.stub.live!.refresh_token);
     assert.equal((await d.request('GET', '/readyz')).status, 200);
     await finish(d);
   });
@@ -131,15 +127,15 @@ describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not 
 
 describe('the lock', () => {
   it('a lock taken away while running stops refreshing at once: lock_lost everywhere, no upstream call', async () => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
     const d = await start(stateFile);
     rmSync(`${stateFile}.lock`, { recursive: true });
     await d.waitForLog(/^state file lock lost/, 15_000);
-    const calls = stub.calls.length;
+    const calls = suite.stub.calls.length;
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 503);
     assert.equal(r.json['error'], 'lock_lost');
-    assert.equal(stub.calls.length, calls);
+    assert.equal(suite.stub.calls.length, calls);
     assert.equal((await d.request('GET', '/state')).json['status'], 'lock_lost');
     assert.equal((await d.request('GET', '/readyz')).status, 503);
     await finish(d);
@@ -159,10 +155,10 @@ describe('permissions', { skip: canDropPrivileges ? false : 'needs root to run t
   /** A state directory owned by `nobody`, and a daemon running as `nobody` (root would ignore the modes). */
   async function asNobody(): Promise<{ d: Proc; dir: string; stateFile: string; address: string }> {
     const dir = tempDir();
-    const stateFile = stateFileWith(dir, stub.login(), 3600);
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     chownSync(dir, 65534, 65534);
     chownSync(stateFile, 65534, 65534);
-    const d = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'serve'], { ...stubEnv(stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_WAKE_INTERVAL_MS: '100' }, { command: 'setpriv' });
+    const d = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_WAKE_INTERVAL_MS: '100' }, { command: 'setpriv' });
     const serving = await d.waitForLog('tokend serving');
     return { d, dir, stateFile, address: String(serving['listen']) };
   }
@@ -186,10 +182,10 @@ describe('permissions', { skip: canDropPrivileges ? false : 'needs root to run t
 
   it('a state file it may not read: a clear message at start, exit 1, the file untouched', async () => {
     const dir = tempDir();
-    const stateFile = stateFileWith(dir, stub.login(), 3600);
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     chownSync(dir, 65534, 65534);
     const before = readFileSync(stateFile, 'utf8');
-    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'serve'], { ...stubEnv(stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
+    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
     const exit = await p.exited;
     assert.equal(exit.code, 1, p.output);
     assert.match(p.stderr, /cannot read state file .*tokens\.json: .*EACCES/);

@@ -5,25 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
-import { Daemon, findLeaks, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { describe, it } from 'node:test';
+import { Daemon, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
-import { MonzoStub, type Fault } from '../fixtures/monzo-stub.ts';
+import type { Fault } from '../fixtures/monzo-stub.ts';
+import { stubSuite } from '../fixtures/suite.ts';
 
-const outputs: string[] = [];
-let stub: MonzoStub;
-
-before(async () => {
-  stub = await new MonzoStub().start();
-});
-after(async () => {
-  await stub.close();
-  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), [], 'a token value appeared in daemon output');
-});
+const suite = stubSuite();
+const { outputs } = suite;
 
 async function start(env: NodeJS.ProcessEnv = {}): Promise<{ d: Daemon; stateFile: string }> {
-  const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-  return { d: await Daemon.start(stubEnv(stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100', TOKEND_UPSTREAM_TIMEOUT_MS: '700', ...env })), stateFile };
+  const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+  return { d: await Daemon.start(stubEnv(suite.stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100', TOKEND_UPSTREAM_TIMEOUT_MS: '700', ...env })), stateFile };
 }
 async function finish(d: Daemon): Promise<void> {
   assert.equal((await d.stop()).code, 0, d.output);
@@ -45,7 +38,7 @@ describe('transient upstream faults', () => {
     it(`${name}: 502 with the reason, nothing stored, the old token served, then recovery`, async () => {
       const { d, stateFile } = await start();
       const before = tokensIn(stateFile);
-      stub.faults.push(fault);
+      suite.stub.faults.push(fault);
       const r = await d.request('POST', '/refresh-tokens');
       assert.equal(r.status, 502, r.text);
       assert.equal(r.json['error'], 'upstream_error');
@@ -57,8 +50,8 @@ describe('transient upstream faults', () => {
       // The scheduled retry succeeds once the provider does.
       await d.waitForLog('token refreshed', 10_000);
       const after = tokensIn(stateFile);
-      assert.equal(after.refresh_token, stub.live!.refresh_token);
-      assert.ok(stub.accepts((await d.request('GET', '/token')).json['access_token'] as string));
+      assert.equal(after.refresh_token, suite.stub.live!.refresh_token);
+      assert.ok(suite.stub.accepts((await d.request('GET', '/token')).json['access_token'] as string));
       assert.equal((await d.request('GET', '/state')).json['status'], 'ok');
       await finish(d);
     });
@@ -66,15 +59,17 @@ describe('transient upstream faults', () => {
 
   it('retries on the backoff schedule, never faster: ≥0.5 s, ≥1 s, ≥2 s between attempts', async () => {
     const { d } = await start();
-    for (let i = 0; i < 4; i++) stub.faults.push({ kind: 'status', status: 500 });
-    const first = stub.calls.length;
+    for (let i = 0; i < 4; i++) suite.stub.faults.push({ kind: 'status', status: 500 });
+    const first = suite.stub.calls.length;
     assert.equal((await d.request('POST', '/refresh-tokens')).status, 502);
     await d.waitForLog('token refreshed', 20_000);
-    const times = stub.calls.slice(first).map((c) => c.at);
+    const times = suite.stub.calls.slice(first).map((c) => c.at);
     assert.equal(times.length, 5, 'four failures, then the success');
     const gaps = times.slice(1).map((t, i) => t - times[i]!);
     const floors = [500, 1000, 2000, 4000];
     gaps.forEach((gap, i) => assert.ok(gap >= floors[i]! - 20, `retry ${i + 1} came after ${gap} ms, before ${floors[i]} ms`));
+    // A refresh answered over RPC carries the latest snapshot: the failures are forgotten.
+    assert.equal((await d.request('POST', '/refresh-tokens')).status, 200);
     const state = await d.request('GET', '/state');
     assert.equal((state.json['refresh'] as Record<string, unknown>)['consecutive_failures'], 0);
     await finish(d);
@@ -82,10 +77,10 @@ describe('transient upstream faults', () => {
 
   it('a daemon under repeated failures never crashes and answers every request', async () => {
     const { d } = await start();
-    for (let i = 0; i < 20; i++) stub.faults.push(transient[i % transient.length]![1].kind === 'hang' ? { kind: 'status', status: 502 } : transient[i % transient.length]![1]);
+    for (let i = 0; i < 20; i++) suite.stub.faults.push(transient[i % transient.length]![1].kind === 'hang' ? { kind: 'status', status: 502 } : transient[i % transient.length]![1]);
     const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => d.request(i % 2 ? 'GET' : 'POST', i % 2 ? '/token' : '/refresh-tokens')));
     assert.ok(answers.every((a) => a.status === 200 || a.status === 502), answers.map((a) => a.status).join(','));
-    stub.faults.length = 0;
+    suite.stub.faults.length = 0;
     assert.equal((await d.request('GET', '/healthz')).status, 200);
     await finish(d);
   });
@@ -95,7 +90,7 @@ describe('final upstream answers', () => {
   it('a 200 without refresh_token keeps the current one', async () => {
     const { d, stateFile } = await start();
     const before = tokensIn(stateFile);
-    stub.faults.push({ kind: 'partial', body: { token_type: 'Bearer' }, rotate: true });
+    suite.stub.faults.push({ kind: 'partial', body: { token_type: 'Bearer' }, rotate: true });
     assert.equal((await d.request('POST', '/refresh-tokens')).status, 200);
     const after = tokensIn(stateFile);
     assert.notEqual(after.access_token, before.access_token);
@@ -105,21 +100,21 @@ describe('final upstream answers', () => {
 
   it('invalid_grant stops retrying: reauthorization_required, no further upstream calls', async () => {
     const { d } = await start();
-    stub.faults.push({ kind: 'status', status: 400, body: { error: 'invalid_grant', error_description: 'refresh token revoked' } });
+    suite.stub.faults.push({ kind: 'status', status: 400, body: { error: 'invalid_grant', error_description: 'refresh token revoked' } });
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 503);
     assert.equal(r.json['error'], 'reauthorization_required');
-    const calls = stub.calls.length;
+    const calls = suite.stub.calls.length;
     assert.equal((await d.request('GET', '/readyz')).status, 503);
     assert.equal((await d.request('POST', '/refresh-tokens')).status, 503);
-    assert.equal(stub.calls.length, calls, 'no retry against a refused token');
+    assert.equal(suite.stub.calls.length, calls, 'no retry against a refused token');
     await finish(d);
   });
 
   it('a connection dropped after the provider rotated: the lost rotation is reported as such, not as a bare invalid_grant', async () => {
     const { d, stateFile } = await start();
     const before = tokensIn(stateFile);
-    stub.faults.push({ kind: 'drop' });
+    suite.stub.faults.push({ kind: 'drop' });
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 502);
     // The retry presents the token the provider already rotated away.

@@ -2,25 +2,17 @@ import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Daemon, findLeaks, http, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { Daemon, http, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
-import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubSuite } from '../fixtures/suite.ts';
 
-const outputs: string[] = [];
-let stub: MonzoStub;
-
-before(async () => {
-  stub = await new MonzoStub().start();
-});
-after(async () => {
-  await stub.close();
-  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), [], 'a token value appeared in daemon output');
-});
+const suite = stubSuite();
+const { outputs } = suite;
 
 async function daemonWithTokens(extraEnv: NodeJS.ProcessEnv = {}, extraState: Record<string, unknown> = {}): Promise<{ d: Daemon; stateFile: string }> {
-  const pair = stub.login();
+  const pair = suite.stub.login();
   const stateFile = stateFileWith(tempDir(), pair, 3600, extraState);
-  const d = await Daemon.start(stubEnv(stub, stateFile, extraEnv));
+  const d = await Daemon.start(stubEnv(suite.stub, stateFile, extraEnv));
   return { d, stateFile };
 }
 
@@ -33,15 +25,15 @@ async function stopped(d: Daemon): Promise<void> {
 describe('reading tokens', () => {
   it('GET /token serves the access token with its expiry, without calling the provider', async () => {
     const { d } = await daemonWithTokens();
-    const calls = stub.calls.length;
+    const calls = suite.stub.calls.length;
     const r = await d.request('GET', '/token');
     assert.equal(r.status, 200);
-    assert.equal(r.json['access_token'], stub.live!.access_token);
+    assert.equal(r.json['access_token'], suite.stub.live!.access_token);
     assert.equal(r.json['token_type'], 'Bearer');
     assert.ok(Number(r.json['expires_in']) > 3500 && Number(r.json['expires_in']) <= 3600);
     assert.equal(typeof r.json['expires_at'], 'string');
     assert.equal(r.headers['content-type'], 'application/json; charset=utf-8');
-    assert.equal(stub.calls.length, calls);
+    assert.equal(suite.stub.calls.length, calls);
     await stopped(d);
   });
 
@@ -54,7 +46,7 @@ describe('reading tokens', () => {
     assert.equal(r.json['state_file'], stateFile);
     assert.equal(r.json['lock_held'], true);
     assert.equal(typeof (r.json['refresh'] as Record<string, unknown>)['next_at'], 'string');
-    assert.ok(!r.text.includes(stub.live!.refresh_token));
+    assert.ok(!r.text.includes(suite.stub.live!.refresh_token));
     await stopped(d);
   });
 
@@ -69,7 +61,7 @@ describe('reading tokens', () => {
 
   it('a daemon with no tokens waits for login: 503 reauthorization_required with the fix, readyz says why', async () => {
     const stateFile = join(tempDir(), 'sub', 'tokens.json');
-    const d = await Daemon.start(stubEnv(stub, stateFile));
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile));
     const t = await d.request('GET', '/token');
     assert.equal(t.status, 503);
     assert.equal(t.json['error'], 'reauthorization_required');
@@ -85,24 +77,24 @@ describe('reading tokens', () => {
 describe('refreshing', () => {
   it('50 concurrent POST /refresh-tokens make one upstream call, and the file holds the live token when they return', async () => {
     const { d, stateFile } = await daemonWithTokens();
-    const before = stub.calls.length;
+    const before = suite.stub.calls.length;
     const rs = await Promise.all(Array.from({ length: 50 }, () => d.request('POST', '/refresh-tokens')));
     assert.deepEqual(new Set(rs.map((r) => r.status)), new Set([200]));
-    assert.equal(stub.calls.length - before, 1);
-    const live = stub.live!;
+    assert.equal(suite.stub.calls.length - before, 1);
+    const live = suite.stub.live!;
     assert.deepEqual(new Set(rs.map((r) => r.json['access_token'])), new Set([live.access_token]));
     const file = JSON.parse(readFileSync(stateFile, 'utf8'));
     assert.equal(file.access_token, live.access_token);
     assert.equal(file.refresh_token, live.refresh_token);
     assert.equal(file.refresh_intent, null);
     assert.equal(statSync(stateFile).mode & 0o777, 0o600);
-    assert.ok(stub.accepts((await d.request('GET', '/token')).json['access_token'] as string));
+    assert.ok(suite.stub.accepts((await d.request('GET', '/token')).json['access_token'] as string));
     await stopped(d);
   });
 
   it('POST /set-tokens persists, then answers; the file and /token agree', async () => {
     const { d, stateFile } = await daemonWithTokens();
-    const fresh = stub.login();
+    const fresh = suite.stub.login();
     const r = await d.request('POST', '/set-tokens', {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ ...fresh, expires_in: 600 }),
@@ -117,19 +109,19 @@ describe('refreshing', () => {
   });
 
   it('keeps the older monzo keys current and preserves foreign keys on every write', async () => {
-    const pair = stub.login();
+    const pair = suite.stub.login();
     const dir = tempDir();
     const stateFile = join(dir, 'tokens.json');
     const { writeFileSync } = await import('node:fs');
     writeFileSync(stateFile, JSON.stringify({ monzoAccessToken: pair.access_token, monzoRefreshToken: pair.refresh_token, other_tool: { x: [1, 2] } }));
-    const d = await Daemon.start(stubEnv(stub, stateFile));
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile));
     // No expiry in the older layout: refreshed at start.
     await d.waitForLog('token refreshed');
     await d.request('POST', '/refresh-tokens');
     const file = JSON.parse(readFileSync(stateFile, 'utf8'));
-    assert.equal(file.monzoAccessToken, stub.live!.access_token);
-    assert.equal(file.monzoRefreshToken, stub.live!.refresh_token);
-    assert.equal(file.access_token, stub.live!.access_token);
+    assert.equal(file.monzoAccessToken, suite.stub.live!.access_token);
+    assert.equal(file.monzoRefreshToken, suite.stub.live!.refresh_token);
+    assert.equal(file.access_token, suite.stub.live!.access_token);
     assert.deepEqual(file.other_tool, { x: [1, 2] });
     assert.equal(typeof file.expires_at, 'string');
     await stopped(d);

@@ -1,21 +1,13 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { Daemon, findLeaks, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { describe, it } from 'node:test';
+import { Daemon, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
-import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubSuite } from '../fixtures/suite.ts';
 
-const outputs: string[] = [];
-let stub: MonzoStub;
-
-before(async () => {
-  stub = await new MonzoStub().start();
-});
-after(async () => {
-  await stub.close();
-  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), [], 'a token value appeared in daemon output');
-});
+const suite = stubSuite();
+const { outputs } = suite;
 
 function keep<T extends { output: string }>(p: T): T {
   outputs.push(p.output);
@@ -24,9 +16,9 @@ function keep<T extends { output: string }>(p: T): T {
 
 describe('ownership of the state file', () => {
   it('a second daemon on the same file exits 75 naming the owner (pid, address)', async () => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-    const first = await Daemon.start(stubEnv(stub, stateFile));
-    const second = keep(await runCli(['serve'], { ...stubEnv(stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const first = await Daemon.start(stubEnv(suite.stub, stateFile));
+    const second = keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
     assert.equal(second.result.code, 75);
     assert.match(second.stderr, new RegExp(`owned by pid ${first.pid} on .* listening on ${first.address.replace(/\./g, '\\.')}`));
     assert.equal(second.stdout, '');
@@ -36,14 +28,14 @@ describe('ownership of the state file', () => {
   });
 
   it('after SIGKILL, a restart takes the lock over at once (the recorded pid is gone) and serves the same token', async () => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-    const first = await Daemon.start(stubEnv(stub, stateFile));
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const first = await Daemon.start(stubEnv(suite.stub, stateFile));
     const token = (await first.request('GET', '/token')).json['access_token'];
     first.kill('SIGKILL');
     await first.exited;
     assert.ok(existsSync(`${stateFile}.lock`), 'SIGKILL leaves the lock directory behind');
     const started = Date.now();
-    const second = await Daemon.start(stubEnv(stub, stateFile));
+    const second = await Daemon.start(stubEnv(suite.stub, stateFile));
     assert.ok(Date.now() - started < 5_000, 'must not wait out the stale timeout');
     assert.equal((await second.request('GET', '/token')).json['access_token'], token);
     assert.equal((await second.stop()).code, 0);
@@ -51,8 +43,8 @@ describe('ownership of the state file', () => {
   });
 
   it('on clean exit the lock and the owner record are removed', async () => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-    const d = await Daemon.start(stubEnv(stub, stateFile));
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile));
     assert.ok(existsSync(`${stateFile}.owner.json`));
     assert.equal((await d.stop()).code, 0);
     assert.ok(!existsSync(`${stateFile}.lock`));
@@ -67,7 +59,7 @@ describe('corrupt state', () => {
     const stateFile = join(dir, 'tokens.json');
     const corrupt = '{"access_token": "acc_truncat';
     writeFileSync(stateFile, corrupt);
-    const r = keep(await runCli(['serve'], { ...stubEnv(stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
+    const r = keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
     assert.equal(r.result.code, 1);
     assert.match(r.stderr, /state file .*tokens\.json is not valid JSON/);
     assert.ok(!r.stderr.includes('acc_truncat'));
@@ -79,7 +71,7 @@ describe('corrupt state', () => {
     const dir = tempDir();
     const stateFile = join(dir, 'tokens.json');
     writeFileSync(stateFile, 'not json');
-    const d = await Daemon.start(stubEnv(stub, stateFile), ['--move-corrupt-aside']);
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile), ['--move-corrupt-aside']);
     const aside = readdirSync(dir).find((n) => n.startsWith('tokens.json.corrupt-'));
     assert.ok(aside, 'moved aside');
     assert.equal(readFileSync(join(dir, aside!), 'utf8'), 'not json');
@@ -91,10 +83,10 @@ describe('corrupt state', () => {
 
 describe('signals', () => {
   it('SIGTERM during a refresh loses nothing: the refresh completes, is on disk, and a restart serves a token the provider accepts', async () => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-    const d = await Daemon.start(stubEnv(stub, stateFile));
-    stub.faults.push({ kind: 'delay', ms: 500 });
-    const arrived = stub.nextRequest();
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile));
+    suite.stub.faults.push({ kind: 'delay', ms: 500 });
+    const arrived = suite.stub.nextRequest();
     const refresh = d.request('POST', '/refresh-tokens').catch(() => null);
     await arrived;
     d.kill('SIGTERM');
@@ -103,29 +95,29 @@ describe('signals', () => {
     keep(d);
     assert.equal(exit.code, 0, d.output);
     const file = JSON.parse(readFileSync(stateFile, 'utf8'));
-    assert.equal(file.refresh_token, stub.live!.refresh_token, 'the rotated refresh token is on disk');
+    assert.equal(file.refresh_token, suite.stub.live!.refresh_token, 'the rotated refresh token is on disk');
     assert.equal(file.refresh_intent, null);
-    const again = await Daemon.start(stubEnv(stub, stateFile));
+    const again = await Daemon.start(stubEnv(suite.stub, stateFile));
     const token = (await again.request('GET', '/token')).json['access_token'] as string;
-    assert.ok(stub.accepts(token));
+    assert.ok(suite.stub.accepts(token));
     assert.equal((await again.request('POST', '/refresh-tokens')).status, 200, 'the stored refresh token still works');
     assert.equal((await again.stop()).code, 0);
     keep(again);
   });
 
   it('SIGINT exits 0 with the lock released', async () => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-    const d = await Daemon.start(stubEnv(stub, stateFile));
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile));
     assert.equal((await d.stop('SIGINT')).code, 0);
     assert.ok(!existsSync(`${stateFile}.lock`));
     keep(d);
   });
 
   it('a second signal exits at once, and the state on disk is still whole', async () => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-    const d = await Daemon.start(stubEnv(stub, stateFile));
-    stub.faults.push({ kind: 'hang' });
-    const arrived = stub.nextRequest();
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile));
+    suite.stub.faults.push({ kind: 'hang' });
+    const arrived = suite.stub.nextRequest();
     void d.request('POST', '/refresh-tokens').catch(() => null);
     await arrived;
     d.kill('SIGTERM');
@@ -135,10 +127,10 @@ describe('signals', () => {
     keep(d);
     assert.equal(exit.code, 1);
     const file = JSON.parse(readFileSync(stateFile, 'utf8'));
-    assert.equal(file.refresh_token, stub.live!.refresh_token, 'the file holds the still-valid token');
+    assert.equal(file.refresh_token, suite.stub.live!.refresh_token, 'the file holds the still-valid token');
     // The interrupted refresh left its intent: the next start knows.
     assert.equal(typeof file.refresh_intent?.refresh_token_fingerprint, 'string');
-    const again = await Daemon.start(stubEnv(stub, stateFile));
+    const again = await Daemon.start(stubEnv(suite.stub, stateFile));
     await again.waitForLog(/a refresh was interrupted/);
     assert.equal((await again.stop()).code, 0);
     keep(again);
@@ -147,11 +139,11 @@ describe('signals', () => {
 
 describe('the owner thread', () => {
   it('when it dies, calls in flight fail instead of hanging, and a new one reloads from the file and serves', async () => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-    const d = await Daemon.start({ ...stubEnv(stub, stateFile), TOKEND_TEST_HOOKS: '1' });
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const d = await Daemon.start({ ...stubEnv(suite.stub, stateFile), TOKEND_TEST_HOOKS: '1' });
     const token = (await d.request('GET', '/token')).json['access_token'];
-    stub.faults.push({ kind: 'hang' });
-    const arrived = stub.nextRequest();
+    suite.stub.faults.push({ kind: 'hang' });
+    const arrived = suite.stub.nextRequest();
     const pending = d.request('POST', '/refresh-tokens');
     await arrived;
     d.kill('SIGUSR2');
@@ -162,7 +154,7 @@ describe('the owner thread', () => {
     assert.equal((await d.request('GET', '/token')).json['access_token'], token, 'reloaded from the file');
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 200, r.text);
-    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, stub.live!.refresh_token);
+    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, suite.stub.live!.refresh_token);
     const restarts = /^tokend_worker_restarts_total (\d+)$/m.exec((await d.request('GET', '/metrics')).text)?.[1];
     assert.equal(restarts, '1');
     assert.equal((await d.stop()).code, 0);

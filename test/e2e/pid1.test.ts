@@ -7,13 +7,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
-import { CLI, findLeaks, http, parseLog, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { describe, it } from 'node:test';
+import { CLI, http, parseLog, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
-import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubSuite } from '../fixtures/suite.ts';
 
-let stub: MonzoStub;
-const outputs: string[] = [];
+const suite = stubSuite();
+const { outputs } = suite;
+
 const unshareWorks = (() => {
   try {
     execFileSync('unshare', ['--fork', '--pid', '--mount-proc', 'true'], { stdio: 'ignore' });
@@ -22,14 +23,6 @@ const unshareWorks = (() => {
     return false;
   }
 })();
-
-before(async () => {
-  stub = await new MonzoStub().start();
-});
-after(async () => {
-  await stub.close();
-  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), []);
-});
 
 /** The host pid of the namespace's PID 1: unshare's only child. */
 function childOf(pid: number): number {
@@ -41,8 +34,8 @@ function childOf(pid: number): number {
 describe('as PID 1 in a PID namespace', { skip: unshareWorks ? false : 'unshare --pid is not permitted here' }, () => {
   for (const load of ['idle', 'under load'] as const) {
     it(`SIGTERM ${load}: exits 0 with the live token on disk and the lock released`, async () => {
-      const stateFile = stateFileWith(tempDir(), stub.login(), 3600);
-      const p = new Proc(['--fork', '--pid', '--mount-proc', process.execPath, CLI, 'serve'], { ...stubEnv(stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_LOG_LEVEL: 'info' }, { command: 'unshare' });
+      const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+      const p = new Proc(['--fork', '--pid', '--mount-proc', process.execPath, CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_LOG_LEVEL: 'info' }, { command: 'unshare' });
       const serving = await p.waitForLog('tokend serving');
       assert.equal(serving['pid'], 1, 'the daemon is PID 1 in its namespace');
       const address = String(serving['listen']);
@@ -65,8 +58,8 @@ describe('as PID 1 in a PID namespace', { skip: unshareWorks ? false : 'unshare 
       const stopped = p.stderr.split('\n').map(parseLog).find((r) => r?.['msg'] === 'stopped');
       assert.ok(stopped, 'a clean stop, not a kill');
       const file = JSON.parse(readFileSync(stateFile, 'utf8'));
-      assert.equal(file.refresh_token, stub.live!.refresh_token);
-      assert.equal(file.access_token, stub.live!.access_token);
+      assert.equal(file.refresh_token, suite.stub.live!.refresh_token);
+      assert.equal(file.access_token, suite.stub.live!.access_token);
       assert.ok(!existsSync(`${stateFile}.lock`));
     });
   }

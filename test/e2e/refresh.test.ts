@@ -1,24 +1,16 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
-import { Daemon, findLeaks, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { describe, it } from 'node:test';
+import { Daemon, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
-import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubSuite } from '../fixtures/suite.ts';
 
-const outputs: string[] = [];
-let stub: MonzoStub;
-
-before(async () => {
-  stub = await new MonzoStub().start();
-});
-after(async () => {
-  await stub.close();
-  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), [], 'a token value appeared in daemon output');
-});
+const suite = stubSuite();
+const { outputs } = suite;
 
 async function start(expiresInSec = 3600, env: NodeJS.ProcessEnv = {}): Promise<{ d: Daemon; stateFile: string }> {
-  const stateFile = stateFileWith(tempDir(), stub.login(), expiresInSec);
-  const d = await Daemon.start(stubEnv(stub, stateFile, env));
+  const stateFile = stateFileWith(tempDir(), suite.stub.login(), expiresInSec);
+  const d = await Daemon.start(stubEnv(suite.stub, stateFile, env));
   return { d, stateFile };
 }
 
@@ -30,35 +22,35 @@ async function finish(d: Daemon): Promise<void> {
 
 describe('schedule', () => {
   it('refreshes on its own before expiry, and every refreshed pair works', async () => {
-    stub.expiresIn = 2;
+    suite.stub.expiresIn = 2;
     try {
       const { d, stateFile } = await start(2, { TOKEND_WAKE_INTERVAL_MS: '200' });
-      const first = stub.calls.length;
+      const first = suite.stub.calls.length;
       const refreshes = (): number => d.stderr.split('"msg":"token refreshed"').length - 1;
       await d.waitForLine(() => refreshes() >= 3, 15_000);
-      assert.ok(stub.calls.length - first >= 2);
+      assert.ok(suite.stub.calls.length - first >= 2);
       const file = JSON.parse(readFileSync(stateFile, 'utf8'));
-      assert.equal(file.refresh_token, stub.live!.refresh_token);
+      assert.equal(file.refresh_token, suite.stub.live!.refresh_token);
       await finish(d);
     } finally {
-      stub.expiresIn = 3600;
+      suite.stub.expiresIn = 3600;
     }
   });
 
   it('readers of an expired token join the one refresh in flight: 100 GET /token, one upstream call, all served the new token', async () => {
-    const pair = stub.login();
+    const pair = suite.stub.login();
     const stateFile = stateFileWith(tempDir(), pair, 3600, {
       obtained_at: new Date(Date.now() - 7_200_000).toISOString(),
       expires_at: new Date(Date.now() - 60_000).toISOString(),
     });
-    const before = stub.calls.length;
-    stub.faults.push({ kind: 'delay', ms: 1_000 });
-    const d = await Daemon.start(stubEnv(stub, stateFile));
+    const before = suite.stub.calls.length;
+    suite.stub.faults.push({ kind: 'delay', ms: 1_000 });
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile));
     const rs = await Promise.all(Array.from({ length: 100 }, () => d.request('GET', '/token')));
-    assert.equal(stub.calls.length - before, 1);
+    assert.equal(suite.stub.calls.length - before, 1);
     for (const r of rs) {
       assert.equal(r.status, 200, r.text);
-      assert.equal(r.json['access_token'], stub.live!.access_token);
+      assert.equal(r.json['access_token'], suite.stub.live!.access_token);
     }
     await finish(d);
   });
@@ -67,7 +59,7 @@ describe('schedule', () => {
 describe('upstream failures', () => {
   it('invalid_grant: reauthorization_required in /state, /token, /readyz, status and logs; the file is kept', async () => {
     const { d, stateFile } = await start(3600);
-    stub.login(); // a login elsewhere invalidates the daemon's tokens
+    suite.stub.login(); // a login elsewhere invalidates the daemon's tokens
     const before = readFileSync(stateFile, 'utf8');
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 503);
@@ -86,20 +78,20 @@ describe('upstream failures', () => {
     const was = JSON.parse(before);
     assert.equal(after.refresh_token, was.refresh_token, 'the refused token is kept for diagnosis');
     // No retry loop against a refused token.
-    const calls = stub.calls.length;
+    const calls = suite.stub.calls.length;
     assert.equal((await d.request('POST', '/refresh-tokens')).status, 503);
-    assert.equal(stub.calls.length, calls);
+    assert.equal(suite.stub.calls.length, calls);
     await finish(d);
   });
 
   it('before giving up, adopts a different refresh token another tool put in the file', async () => {
     const { d, stateFile } = await start(3600);
-    const fresh = stub.login();
+    const fresh = suite.stub.login();
     const file = JSON.parse(readFileSync(stateFile, 'utf8'));
     writeFileSync(stateFile, JSON.stringify({ ...file, refresh_token: fresh.refresh_token }));
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 200, r.text);
-    assert.equal(r.json['access_token'], stub.live!.access_token);
+    assert.equal(r.json['access_token'], suite.stub.live!.access_token);
     await d.waitForLog('state file holds a different refresh token: adopting it');
     await finish(d);
   });
@@ -107,7 +99,7 @@ describe('upstream failures', () => {
   it('503 with Retry-After: 502 to the caller with the provider words, the old token still served, retried no sooner than asked', async () => {
     const { d } = await start(3600);
     const token = (await d.request('GET', '/token')).json['access_token'];
-    stub.faults.push({ kind: 'status', status: 503, body: { code: 'internal_service', message: 'down for a moment' }, headers: { 'retry-after': '2' } });
+    suite.stub.faults.push({ kind: 'status', status: 503, body: { code: 'internal_service', message: 'down for a moment' }, headers: { 'retry-after': '2' } });
     const failedAt = Date.now();
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 502);
@@ -116,12 +108,12 @@ describe('upstream failures', () => {
     assert.deepEqual(r.json['upstream'], { status: 503, error: 'internal_service' });
     assert.equal((await d.request('GET', '/token')).json['access_token'], token);
     // Within the Retry-After window even an explicit refresh does not call the provider.
-    const calls = stub.calls.length;
+    const calls = suite.stub.calls.length;
     assert.equal((await d.request('POST', '/refresh-tokens')).status, 502);
-    assert.equal(stub.calls.length, calls);
+    assert.equal(suite.stub.calls.length, calls);
     // The scheduled retry comes after Retry-After and succeeds.
     await d.waitForLog('token refreshed');
-    assert.ok(stub.calls.at(-1)!.at - failedAt >= 2_000, 'retried too early');
+    assert.ok(suite.stub.calls.at(-1)!.at - failedAt >= 2_000, 'retried too early');
     assert.equal((await d.request('GET', '/state')).json['status'], 'ok');
     await finish(d);
   });
@@ -129,24 +121,24 @@ describe('upstream failures', () => {
   it('a 200 without an access token is never stored; one without a refresh token keeps the current one', async () => {
     const { d, stateFile } = await start(3600);
     const before = JSON.parse(readFileSync(stateFile, 'utf8'));
-    stub.faults.push({ kind: 'partial', body: { token_type: 'Bearer', expires_in: 60 } });
+    suite.stub.faults.push({ kind: 'partial', body: { token_type: 'Bearer', expires_in: 60 } });
     const bad = await d.request('POST', '/refresh-tokens');
     assert.equal(bad.status, 502);
     assert.match(String(bad.json['message']), /without an access_token/);
     assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).access_token, before.access_token);
 
-    stub.faults.push({ kind: 'partial', body: { token_type: 'Bearer' }, rotate: true });
+    suite.stub.faults.push({ kind: 'partial', body: { token_type: 'Bearer' }, rotate: true });
     const ok = await d.request('POST', '/refresh-tokens');
     assert.equal(ok.status, 200, ok.text);
     const after = JSON.parse(readFileSync(stateFile, 'utf8'));
-    assert.equal(after.access_token, stub.live!.access_token);
+    assert.equal(after.access_token, suite.stub.live!.access_token);
     assert.equal(after.refresh_token, before.refresh_token, 'kept the current refresh token');
     await finish(d);
   });
 
   it('a hang past the timeout fails the refresh with a clear error, and the daemon keeps serving', async () => {
     const { d } = await start(3600, { TOKEND_UPSTREAM_TIMEOUT_MS: '500' });
-    stub.faults.push({ kind: 'hang' });
+    suite.stub.faults.push({ kind: 'hang' });
     const started = Date.now();
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 502);

@@ -6,29 +6,22 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { after, before, describe, it, type TestContext } from 'node:test';
-import { Daemon, findLeaks, http, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { describe, it, type TestContext } from 'node:test';
+import { Daemon, http, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
-import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubSuite } from '../fixtures/suite.ts';
+
+// Tokens live 2 s: a refresh every ~1 s.
+const suite = stubSuite({ expiresInSec: 2 });
+const { outputs } = suite;
 
 const SOAK = process.env['TOKEND_SOAK'] === '1';
 const SIGNAL_ROUNDS = SOAK ? 100 : 8;
 const KILL_ROUNDS = SOAK ? 100 : 10;
 const LOAD_SECONDS = SOAK ? 60 : 5;
-const outputs: string[] = [];
-let stub: MonzoStub;
-
-before(async () => {
-  stub = await new MonzoStub().start();
-  stub.expiresIn = 2;
-});
-after(async () => {
-  await stub.close();
-  assert.deepEqual(findLeaks(outputs.join('\n'), stub.issued), [], 'a token value appeared in daemon output');
-});
 
 const random = (n: number): number => Math.floor(Math.random() * n);
-const env = (stateFile: string): NodeJS.ProcessEnv => stubEnv(stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100', TOKEND_LOG_LEVEL: 'info' });
+const env = (stateFile: string): NodeJS.ProcessEnv => stubEnv(suite.stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100', TOKEND_LOG_LEVEL: 'info' });
 const readState = (file: string): { access_token: string; refresh_token: string } => JSON.parse(readFileSync(file, 'utf8'));
 
 function report(t: TestContext, figures: Record<string, number | string>): void {
@@ -41,23 +34,23 @@ function report(t: TestContext, figures: Record<string, number | string>): void 
 
 describe('signals and crashes', () => {
   it(`${SIGNAL_ROUNDS} SIGTERM/SIGINT at random moments: 0 lost rotations, 0 corrupt files, every restart serves an accepted token`, async (t) => {
-    const stateFile = stateFileWith(tempDir(), stub.login(), 2);
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 2);
     const moments = { idle: 0, 'mid-refresh': 0, 'mid-request': 0, 'under load': 0 };
     let lost = 0;
     for (let i = 0; i < SIGNAL_ROUNDS; i++) {
-      const callsAtStart = stub.calls.length;
+      const callsAtStart = suite.stub.calls.length;
       const d = await Daemon.start(env(stateFile));
       const token = await d.request('GET', '/token');
       assert.equal(token.status, 200, token.text);
       // Accepted, unless a rotation raced the read (the provider drops the old token when it rotates).
-      assert.ok(stub.accepts(String(token.json['access_token'])) || stub.calls.length > callsAtStart, 'restart serves a token the provider accepts');
+      assert.ok(suite.stub.accepts(String(token.json['access_token'])) || suite.stub.calls.length > callsAtStart, 'restart serves a token the provider accepts');
       const moment = (Object.keys(moments) as Array<keyof typeof moments>)[random(4)]!;
       moments[moment]++;
       let loading = false;
       const pending: Array<Promise<unknown>> = [];
       if (moment === 'mid-refresh') {
-        stub.faults.push({ kind: 'delay', ms: 100 + random(300) });
-        const arrived = stub.nextRequest();
+        suite.stub.faults.push({ kind: 'delay', ms: 100 + random(300) });
+        const arrived = suite.stub.nextRequest();
         pending.push(d.request('POST', '/refresh-tokens').catch(() => null));
         await arrived;
       } else if (moment === 'mid-request') {
@@ -72,29 +65,29 @@ describe('signals and crashes', () => {
       loading = false;
       await Promise.all(pending);
       outputs.push(d.output);
-      stub.faults.length = 0;
+      suite.stub.faults.length = 0;
       assert.equal(exit.code, 0, `round ${i} (${moment}): ${d.output.slice(-2000)}`);
       const file = readState(stateFile); // throws on a corrupt file
-      if (file.refresh_token !== stub.live!.refresh_token) lost++;
+      if (file.refresh_token !== suite.stub.live!.refresh_token) lost++;
       assert.equal(lost, 0, `round ${i} (${moment}) lost a rotation`);
     }
     report(t, { rounds: SIGNAL_ROUNDS, lost, corrupt: 0, ...moments });
   });
 
   it(`${KILL_ROUNDS} SIGKILLs at random moments: 0 corrupt files; a lost rotation is only possible between the provider's answer and the fsync, and is reported as such`, async (t) => {
-    let stateFile = stateFileWith(tempDir(), stub.login(), 2);
+    let stateFile = stateFileWith(tempDir(), suite.stub.login(), 2);
     let lost = 0;
     let refreshesSeen = 0;
     for (let i = 0; i < KILL_ROUNDS; i++) {
-      const calls = stub.calls.length;
+      const calls = suite.stub.calls.length;
       const d = await Daemon.start(env(stateFile));
       await new Promise((r) => setTimeout(r, random(2500)));
       d.kill('SIGKILL');
       await d.exited;
       outputs.push(d.output);
-      refreshesSeen += stub.calls.length - calls;
+      refreshesSeen += suite.stub.calls.length - calls;
       const file = readState(stateFile); // 0 corrupt or half-written files, ever
-      if (file.refresh_token !== stub.live!.refresh_token) {
+      if (file.refresh_token !== suite.stub.live!.refresh_token) {
         lost++;
         // The next start knows exactly what happened.
         const again = await Daemon.start(env(stateFile));
@@ -103,7 +96,7 @@ describe('signals and crashes', () => {
         assert.match(String(state.json['reason']), /interrupted before its answer was saved/);
         assert.equal((await again.stop()).code, 0);
         outputs.push(again.output);
-        stateFile = stateFileWith(tempDir(), stub.login(), 2);
+        stateFile = stateFileWith(tempDir(), suite.stub.login(), 2);
       }
     }
     report(t, { rounds: KILL_ROUNDS, upstreamRefreshes: refreshesSeen, corrupt: 0, lostRotations: lost });
@@ -112,9 +105,9 @@ describe('signals and crashes', () => {
 
 describe('load', () => {
   it(`${LOAD_SECONDS} s of concurrent GET /token while the token refreshes every second: 0 errors, never an expired token`, async (t) => {
-    const d = await Daemon.start(env(stateFileWith(tempDir(), stub.login(), 2)));
+    const d = await Daemon.start(env(stateFileWith(tempDir(), suite.stub.login(), 2)));
     const until = Date.now() + LOAD_SECONDS * 1000;
-    const first = stub.calls.length;
+    const first = suite.stub.calls.length;
     let reads = 0;
     let errors = 0;
     let expired = 0;
@@ -133,7 +126,7 @@ describe('load', () => {
         }
       }),
     );
-    const refreshes = stub.calls.length - first;
+    const refreshes = suite.stub.calls.length - first;
     outputs.push(d.output);
     assert.equal((await d.stop()).code, 0);
     report(t, { seconds: LOAD_SECONDS, reads, errors, expired, refreshes, distinctTokens: tokens.size });
