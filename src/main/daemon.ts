@@ -21,8 +21,6 @@ import { Metrics } from './metrics.js';
 import { OwnerHandle } from './owner-handle.js';
 
 export interface DaemonHooks {
-  /** Called once listening, with the address clients should use. */
-  readonly onListening?: (address: string) => void;
   readonly prettyLogs: boolean;
 }
 
@@ -126,7 +124,6 @@ export async function startDaemon(config: Config, log: Logger, hooks: DaemonHook
   ownerInfo.listen = address;
   await owner.setListen(address);
   log.info({ listen: address, stateFile: config.stateFile, status: owner.snapshot.status }, 'tokend serving');
-  hooks.onListening?.(address);
   if (process.env['TOKEND_TEST_HOOKS'] === '1') {
     // Test hook: SIGUSR2 kills the owner thread, to prove a restart loses nothing.
     process.on('SIGUSR2', () => void owner.terminateThread());
