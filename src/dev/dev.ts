@@ -8,7 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { TokendClient } from '../client/index.js';
 import type { Logger } from '../log.js';
 import { loadConfig, type Config } from '../main/config.js';
@@ -132,7 +133,7 @@ export function devBanner(s: DevSession, ttlSec: number): string {
     `  curl -s ${base}/token`,
     `  curl -s ${base}/state`,
     `  curl -sN ${base}/events          # one event per refresh`,
-    `  TOKEND_LISTEN=${listen} npx tokend status`,
+    `  TOKEND_LISTEN=${listen} node ${relative(process.cwd(), fileURLToPath(new URL('../main/cli.js', import.meta.url))) || 'dist/main/cli.js'} status`,
     '',
     'Stop with Ctrl-C and run it again: the session survives (`--fresh` starts over).',
     '',
