@@ -125,6 +125,9 @@ export function createHttpServer(opts: HttpOptions): Server {
     },
     dispatch,
   );
+  // A client may half-close once its request is sent: answer it all the same
+  // (by default Node drops a response still being prepared when the client's FIN arrives).
+  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) {
       socket.destroy();

@@ -128,8 +128,6 @@ export async function startDaemon(config: Config, log: Logger, hooks: DaemonHook
     // Test hook: SIGUSR2 kills the owner thread, to prove a restart loses nothing.
     process.on('SIGUSR2', () => void owner.terminateThread());
   }
-  // Off the start-up path: prom-client loads once the daemon is serving.
-  setImmediate(() => void metrics.load());
 
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));

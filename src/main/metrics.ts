@@ -8,20 +8,31 @@ import type { DaemonStatus, OwnerEvent, Snapshot } from '../contract.js';
 
 type PromClient = typeof import('prom-client');
 
+/** Requests held, compactly, until prom-client loads. */
+const HELD_REQUESTS = 32_768;
+
 /**
- * The daemon's metrics. prom-client (and the OpenTelemetry API it pulls in)
- * loads after the daemon is serving, off the start-up path; what happens
- * before is queued and replayed, so nothing is lost.
+ * The daemon's metrics. prom-client (with the OpenTelemetry API it pulls in,
+ * ~11 MB here) loads on the first scrape, or once many requests are held: a
+ * daemon nobody scrapes never pays for it. Until then requests are held in
+ * typed arrays and other events in a short queue, and replayed exactly.
  */
 export class Metrics {
   #impl: Instruments | null = null;
   #loading: Promise<Instruments> | null = null;
   readonly #pending: Array<(i: Instruments) => void> = [];
+  readonly #routes: string[] = [];
+  readonly #heldRoute = new Uint8Array(HELD_REQUESTS);
+  readonly #heldStatus = new Uint16Array(HELD_REQUESTS);
+  readonly #heldSeconds = new Float64Array(HELD_REQUESTS);
+  #held = 0;
   #snapshot: Snapshot | null = null;
 
   load(): Promise<Instruments> {
     this.#loading ??= import('prom-client').then((client) => {
       const impl = new Instruments(client, () => this.#snapshot);
+      for (let i = 0; i < this.#held; i++) impl.request(this.#routes[this.#heldRoute[i]!]!, this.#heldStatus[i]!, this.#heldSeconds[i]!);
+      this.#held = 0;
       for (const apply of this.#pending.splice(0)) apply(impl);
       this.#impl = impl;
       return impl;
@@ -31,7 +42,7 @@ export class Metrics {
 
   #apply(fn: (i: Instruments) => void): void {
     if (this.#impl) fn(this.#impl);
-    else if (this.#pending.length < 100_000) this.#pending.push(fn);
+    else if (this.#pending.length < 10_000) this.#pending.push(fn);
   }
 
   setSnapshot(snapshot: Snapshot): void {
@@ -43,8 +54,14 @@ export class Metrics {
   }
 
   request(route: string, status: number, seconds: number): void {
-    if (this.#impl) this.#impl.request(route, status, seconds);
-    else this.#apply((i) => i.request(route, status, seconds));
+    if (this.#impl) return this.#impl.request(route, status, seconds);
+    if (this.#held === HELD_REQUESTS) return this.#apply((i) => i.request(route, status, seconds));
+    let index = this.#routes.indexOf(route);
+    if (index === -1) index = this.#routes.push(route) - 1;
+    this.#heldRoute[this.#held] = index;
+    this.#heldStatus[this.#held] = status;
+    this.#heldSeconds[this.#held++] = seconds;
+    if (this.#held === HELD_REQUESTS / 2) void this.load();
   }
 
   workerRestarted(): void {

@@ -124,7 +124,7 @@ describe('metrics', () => {
     const samples = new Map<string, number>();
     for (const line of r.text.split('\n')) {
       if (line === '' || line.startsWith('#')) continue;
-      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|NaN|\+Inf)$/.exec(line);
+      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|[Nn]a[Nn]|[+-]Inf)$/.exec(line);
       assert.ok(m, `not a Prometheus sample line: ${line}`);
       samples.set(m[1]!, Number(m[2]));
     }

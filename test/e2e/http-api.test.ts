@@ -128,6 +128,25 @@ describe('refreshing', () => {
   });
 });
 
+describe('clients that half-close', () => {
+  it('a client that half-closes once its request is sent still gets the answer of a slow route', async () => {
+    const { d } = await daemonWithTokens();
+    suite.stub.faults.push({ kind: 'delay', ms: 300 });
+    const { connect } = await import('node:net');
+    const [host, port] = d.address.split(':');
+    const raw = await new Promise<string>((resolve) => {
+      const s = connect(Number(port), host!, () => s.end('POST /refresh-tokens HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'));
+      let out = '';
+      s.on('data', (c) => (out += c.toString()));
+      s.on('close', () => resolve(out));
+    });
+    assert.match(raw, /^HTTP\/1\.1 200 /);
+    assert.ok(raw.includes(suite.stub.live!.access_token));
+    suite.outputs.push(raw.replace(suite.stub.live!.access_token, ''));
+    await stopped(d);
+  });
+});
+
 describe('bad input changes nothing', () => {
   let d: Daemon;
   let stateFile: string;
