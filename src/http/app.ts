@@ -1,8 +1,8 @@
 /**
- * The HTTP server: polka for routing, our own onError/onNoMatch so every
- * answer is `{"error","message"}` JSON, guards before any route, and server
- * timeouts so slow clients cannot hold the daemon. No request can crash it:
- * handler throws and rejections land in onError.
+ * The HTTP server: polka's router with a one-step dispatch, our own error and
+ * no-match answers so every answer is `{"error","message"}` JSON, guards
+ * before any route runs, and server timeouts so slow clients cannot hold the
+ * daemon. No request can crash it: throws and rejections land in onError.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import polka, { type Request as PolkaRequest } from 'polka';
