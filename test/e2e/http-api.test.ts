@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Daemon, http, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { Daemon, http, rawExchange, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
@@ -132,14 +132,7 @@ describe('clients that half-close', () => {
   it('a client that half-closes once its request is sent still gets the answer of a slow route', async () => {
     const { d } = await daemonWithTokens();
     suite.stub.faults.push({ kind: 'delay', ms: 300 });
-    const { connect } = await import('node:net');
-    const [host, port] = d.address.split(':');
-    const raw = await new Promise<string>((resolve) => {
-      const s = connect(Number(port), host!, () => s.end('POST /refresh-tokens HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'));
-      let out = '';
-      s.on('data', (c) => (out += c.toString()));
-      s.on('close', () => resolve(out));
-    });
+    const raw = await rawExchange(d.address, 'POST /refresh-tokens HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', true);
     assert.match(raw, /^HTTP\/1\.1 200 /);
     assert.ok(raw.includes(suite.stub.live!.access_token));
     suite.outputs.push(raw.replace(suite.stub.live!.access_token, ''));
@@ -184,14 +177,7 @@ describe('bad input changes nothing', () => {
   }
 
   it('a body that lies about its length, or a malformed request line, is refused and the daemon keeps serving', async () => {
-    const { connect } = await import('node:net');
-    const [host, port] = d.address.split(':');
-    const raw = await new Promise<string>((resolve) => {
-      const s = connect(Number(port), host!, () => s.write('GARBAGE / HTTP/1.1\r\n\r\n'));
-      let out = '';
-      s.on('data', (c) => (out += c.toString()));
-      s.on('close', () => resolve(out));
-    });
+    const raw = await rawExchange(d.address, 'GARBAGE / HTTP/1.1\r\n\r\n', false);
     assert.match(raw, /^HTTP\/1\.1 400/);
     assert.equal((await d.request('GET', '/token')).status, 200);
   });
