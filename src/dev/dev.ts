@@ -14,7 +14,8 @@ import { TokendClient } from '../client/index.js';
 import type { Logger } from '../log.js';
 import { loadConfig, type Config } from '../main/config.js';
 import { startDaemon, type RunningDaemon } from '../main/daemon.js';
-import { buildAuthRequest, exchangeCode, resolveEndpoints } from '../main/login.js';
+import { deliverTokens } from '../main/deliver.js';
+import { buildAuthRequest, exchangeCode, resolveEndpoints, toSetInput } from '../main/login.js';
 import { headlessAuthorize } from './headless-login.js';
 import { startDevProvider, type DevProvider } from './oidc-server.js';
 
@@ -93,12 +94,7 @@ export async function startDev(opts: DevOptions, log: Logger, prettyLogs: boolea
       const req = buildAuthRequest(endpoints, REDIRECT_URI);
       const code = await headlessAuthorize(req.url, REDIRECT_URI, req.state);
       const tokens = await exchangeCode(endpoints, code, req);
-      await api.setTokens({
-        access_token: tokens.accessToken,
-        refresh_token: tokens.refreshToken,
-        ...(tokens.expiresInSec ? { expires_in: tokens.expiresInSec } : {}),
-        ...(tokens.scope ? { scope: tokens.scope } : {}),
-      });
+      await deliverTokens(config, toSetInput(tokens), daemon.address);
       log.info({ issuer: provider.issuer }, 'dev login complete');
     }
   } catch (err) {

@@ -18,7 +18,7 @@ import type { StoredState, StoredTokens } from './codec.js';
 import { StateLock } from './lock.js';
 import type { OAuthClient, TokenResponse, UpstreamFailure } from './oauth.js';
 import { Refresher } from './refresher.js';
-import { isAboutToExpire } from './schedule.js';
+import { isAboutToExpire } from '../expiry.js';
 import { StateStore } from './store.js';
 
 const LOGIN_HINT = 'run `tokend login` to authorize again';

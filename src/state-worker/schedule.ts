@@ -3,8 +3,6 @@
  * so they are tested with a fake one.
  */
 
-export { isAboutToExpire } from '../expiry.js';
-
 const MINUTE = 60_000;
 
 export interface RefreshPolicy {

@@ -7,17 +7,11 @@ import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
 const suite = stubSuite();
-const { outputs } = suite;
 
 const READER = fileURLToPath(new URL('../fixtures/reader.ts', import.meta.url));
 
-async function start(env: NodeJS.ProcessEnv = {}, expiresIn = 3600): Promise<Daemon> {
-  return Daemon.start(stubEnv(suite.stub, stateFileWith(tempDir(), suite.stub.login(), expiresIn), env));
-}
-async function finish(d: Daemon): Promise<void> {
-  assert.equal((await d.stop()).code, 0);
-  outputs.push(d.output);
-}
+const start = async (env: NodeJS.ProcessEnv = {}, expiresInSec = 3600): Promise<Daemon> => (await suite.start({ env, expiresInSec })).d;
+const finish = suite.finish;
 
 /** Requests the daemon has answered on a route, from its own metrics. */
 async function requestsOn(d: Daemon, route: string): Promise<number> {

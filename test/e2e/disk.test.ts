@@ -55,11 +55,8 @@ function fill(dir: string): string {
   return path;
 }
 
-const start = (stateFile: string): Promise<Daemon> => Daemon.start(stubEnv(suite.stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100' }));
-async function finish(d: Daemon): Promise<void> {
-  assert.equal((await d.stop()).code, 0, d.output);
-  outputs.push(d.output);
-}
+const start = async (stateFile: string): Promise<Daemon> => (await suite.start({ stateFile, env: { TOKEND_WAKE_INTERVAL_MS: '100' } })).d;
+const finish = suite.finish;
 
 describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not permitted here' }, () => {
   it('full before a refresh: the refresh token is not redeemed, the old token is served, /readyz says why, and it recovers', async () => {

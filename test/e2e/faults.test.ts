@@ -6,22 +6,15 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { Daemon, stateFileWith, tempDir } from '../fixtures/daemon.ts';
-import { stubEnv } from '../fixtures/env.ts';
+import type { Daemon } from '../fixtures/daemon.ts';
 import type { Fault } from '../fixtures/monzo-stub.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
 const suite = stubSuite();
-const { outputs } = suite;
 
-async function start(env: NodeJS.ProcessEnv = {}): Promise<{ d: Daemon; stateFile: string }> {
-  const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
-  return { d: await Daemon.start(stubEnv(suite.stub, stateFile, { TOKEND_WAKE_INTERVAL_MS: '100', TOKEND_UPSTREAM_TIMEOUT_MS: '700', ...env })), stateFile };
-}
-async function finish(d: Daemon): Promise<void> {
-  assert.equal((await d.stop()).code, 0, d.output);
-  outputs.push(d.output);
-}
+const start = (env: NodeJS.ProcessEnv = {}): Promise<{ d: Daemon; stateFile: string }> =>
+  suite.start({ env: { TOKEND_WAKE_INTERVAL_MS: '100', TOKEND_UPSTREAM_TIMEOUT_MS: '700', ...env } });
+const finish = suite.finish;
 const tokensIn = (file: string): { access_token: string; refresh_token: string } => JSON.parse(readFileSync(file, 'utf8'));
 
 const transient: Array<[string, Fault, RegExp]> = [

@@ -2,25 +2,14 @@ import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Daemon, http, rawExchange, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { Daemon, http, rawExchange, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
 const suite = stubSuite();
-const { outputs } = suite;
 
-async function daemonWithTokens(extraEnv: NodeJS.ProcessEnv = {}, extraState: Record<string, unknown> = {}): Promise<{ d: Daemon; stateFile: string }> {
-  const pair = suite.stub.login();
-  const stateFile = stateFileWith(tempDir(), pair, 3600, extraState);
-  const d = await Daemon.start(stubEnv(suite.stub, stateFile, extraEnv));
-  return { d, stateFile };
-}
-
-async function stopped(d: Daemon): Promise<void> {
-  const exit = await d.stop();
-  outputs.push(d.output);
-  assert.equal(exit.code, 0, d.output);
-}
+const daemonWithTokens = (env: NodeJS.ProcessEnv = {}, state: Record<string, unknown> = {}): Promise<{ d: Daemon; stateFile: string }> => suite.start({ env, state });
+const stopped = suite.finish;
 
 describe('reading tokens', () => {
   it('GET /token serves the access token with its expiry, without calling the provider', async () => {

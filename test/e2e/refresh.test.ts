@@ -6,19 +6,9 @@ import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
 const suite = stubSuite();
-const { outputs } = suite;
 
-async function start(expiresInSec = 3600, env: NodeJS.ProcessEnv = {}): Promise<{ d: Daemon; stateFile: string }> {
-  const stateFile = stateFileWith(tempDir(), suite.stub.login(), expiresInSec);
-  const d = await Daemon.start(stubEnv(suite.stub, stateFile, env));
-  return { d, stateFile };
-}
-
-async function finish(d: Daemon): Promise<void> {
-  const exit = await d.stop();
-  outputs.push(d.output);
-  assert.equal(exit.code, 0, d.output);
-}
+const start = (expiresInSec = 3600, env: NodeJS.ProcessEnv = {}): Promise<{ d: Daemon; stateFile: string }> => suite.start({ expiresInSec, env });
+const finish = suite.finish;
 
 describe('schedule', () => {
   it('refreshes on its own before expiry, and every refreshed pair works', async () => {
