@@ -5,7 +5,7 @@
  * daemon. No request can crash it: throws and rejections land in onError.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import polka, { type Request as PolkaRequest } from 'polka';
+import polka from 'polka';
 import { TokendError, httpStatusOf, isErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../main/metrics.js';
@@ -21,35 +21,33 @@ export interface HttpOptions extends GuardOptions {
 }
 
 const STARTED = Symbol('started');
+type Timed = IncomingMessage & { path?: string; [STARTED]?: number | undefined };
 
 export function createHttpServer(opts: HttpOptions): Server {
   const table = routes(opts.backend);
   const allowed = new Map<string, string[]>();
   for (const r of table) allowed.set(r.path, [...(allowed.get(r.path) ?? []), r.method]);
   const guard = createGuard(opts);
-  const { log, metrics } = opts;
+  const { log } = opts;
+  // Request metrics by route index: the table's paths, then 'other' (no route matched).
+  const labels = [...allowed.keys(), 'other'];
+  const OTHER = labels.length - 1;
+  const stats = opts.metrics.trackRequests(labels);
 
   /** Request timing without a 'finish' listener per request: recorded where each answer is sent. */
-  const record = (req: IncomingMessage & { path?: string; [STARTED]?: number | undefined }, res: ServerResponse): void => {
+  const record = (req: Timed, res: ServerResponse, route: number): void => {
     const t0 = req[STARTED];
     if (t0 === undefined) return;
     req[STARTED] = undefined;
-    metrics.request(allowed.has(req.path ?? '') ? req.path! : 'other', res.statusCode, (performance.now() - t0) / 1000);
+    stats.request(route, res.statusCode, (performance.now() - t0) / 1000);
   };
 
-  const onError = (err: unknown, req: IncomingMessage & { path: string }, res: ServerResponse): void => {
+  const onError = (err: unknown, req: Timed, res: ServerResponse, route: number): void => {
     try {
       answerError(err instanceof Error || typeof err === 'string' ? err : new Error(String(err)), res);
     } finally {
-      record(req, res);
+      record(req, res, route);
     }
-  };
-  const onNoMatch = (req: IncomingMessage & { path: string }, res: ServerResponse): void => {
-    if (refuse(req, res)) return;
-    const methods = allowed.get(req.path);
-    if (methods) fail(res, 'method_not_allowed', `${req.method} is not allowed on ${req.path}`, { allow: methods.join(', ') });
-    else fail(res, 'not_found', `no route ${req.path}`);
-    record(req, res);
   };
   const app = polka();
 
@@ -72,7 +70,7 @@ export function createHttpServer(opts: HttpOptions): Server {
    * step per request cost ~30% of throughput in `npm run bench`.
    * Answers the request and returns true when it must not reach the route.
    */
-  const refuse = (req: IncomingMessage & { path: string; [STARTED]?: number | undefined }, res: ServerResponse): boolean => {
+  const refuse = (req: Timed & { path: string }, res: ServerResponse, route: number): boolean => {
     req[STARTED] = performance.now();
     if (opts.isDraining()) {
       fail(res, 'shutting_down', 'tokend is shutting down', { connection: 'close' });
@@ -81,38 +79,45 @@ export function createHttpServer(opts: HttpOptions): Server {
       if (!refused) return false;
       sendError(res, refused);
     }
-    record(req, res);
+    record(req, res, route);
     return true;
   };
-  for (const r of table) {
-    const handler = (req: IncomingMessage & { path: string }, res: ServerResponse): void | Promise<void> => {
-      if (refuse(req, res)) return;
-      const out = r.handler(req, res);
-      if (out instanceof Promise) return out.then(() => record(req, res));
-      record(req, res);
+  /** A route's handler behind the guards, timed; a throw or a rejection lands in onError. */
+  const serve =
+    (route: number, handler: (req: Timed & { path: string }, res: ServerResponse) => void | Promise<void>) =>
+    (req: Timed & { path: string }, res: ServerResponse): void => {
+      try {
+        if (refuse(req, res, route)) return;
+        const out = handler(req, res);
+        if (out instanceof Promise) out.then(() => record(req, res, route), (err: unknown) => onError(err, req, res, route));
+        else record(req, res, route);
+      } catch (err) {
+        onError(err, req, res, route);
+      }
     };
+  for (const r of table) {
+    const handler = serve(labels.indexOf(r.path), r.handler);
     if (r.method === 'GET') app.get(r.path, handler);
     else app.post(r.path, handler);
   }
+  const noMatch = serve(OTHER, (req, res) => {
+    const methods = allowed.get(req.path);
+    if (methods) fail(res, 'method_not_allowed', `${req.method} is not allowed on ${req.path}`, { allow: methods.join(', ') });
+    else fail(res, 'not_found', `no route ${req.path}`);
+  });
 
   /**
    * polka routes (its router: `app.find`); the request loop is this one.
    * polka's own runs every step as an async call and cost ~35% of GET /token
    * throughput in `npm run bench`, and each tokend route is one handler.
-   * A throw or a rejection still lands in onError: no request can crash it.
    */
   const dispatch = (req: IncomingMessage, res: ServerResponse): void => {
-    const r = req as IncomingMessage & { path: string };
+    const r = req as Timed & { path: string };
     const url = req.url ?? '/';
     const query = url.indexOf('?');
     r.path = query === -1 ? url : url.slice(0, query);
-    const route = app.find(req.method as Parameters<typeof app.find>[0], r.path).handlers[0];
-    try {
-      const out = route ? route(r as PolkaRequest, res, () => undefined) : onNoMatch(r, res);
-      if (out instanceof Promise) out.catch((err: unknown) => onError(err, r, res));
-    } catch (err) {
-      onError(err, r, res);
-    }
+    const route = app.find(req.method as Parameters<typeof app.find>[0], r.path).handlers[0] as ReturnType<typeof serve> | undefined;
+    (route ?? noMatch)(r, res);
   };
 
   const server = createServer(

@@ -3,36 +3,34 @@
  * reports refreshes and writes as events, the HTTP layer times requests.
  * No label or value ever carries a token.
  */
-import type { Counter, Histogram, Registry } from 'prom-client';
+import type { Counter, Histogram, Metric, Registry } from 'prom-client';
 import type { DaemonStatus, OwnerEvent, Snapshot } from '../contract.js';
+import { HttpStats } from './http-stats.js';
 
 type PromClient = typeof import('prom-client');
 
-/** Requests held, compactly, until prom-client loads. */
-const HELD_REQUESTS = 32_768;
-
 /**
  * The daemon's metrics. prom-client (with the OpenTelemetry API it pulls in,
- * ~11 MB here) loads on the first scrape, or once many requests are held: a
- * daemon nobody scrapes never pays for it. Until then requests are held in
- * typed arrays and other events in a short queue, and replayed exactly.
+ * ~11 MB here) loads on the first scrape: a daemon nobody scrapes never pays
+ * for it. Until then owner events wait in a short queue and are replayed
+ * exactly. HTTP requests are counted in `HttpStats` from the first request.
  */
 export class Metrics {
+  #http: HttpStats | null = null;
   #impl: Instruments | null = null;
   #loading: Promise<Instruments> | null = null;
   readonly #pending: Array<(i: Instruments) => void> = [];
-  readonly #routes: string[] = [];
-  readonly #heldRoute = new Uint8Array(HELD_REQUESTS);
-  readonly #heldStatus = new Uint16Array(HELD_REQUESTS);
-  readonly #heldSeconds = new Float64Array(HELD_REQUESTS);
-  #held = 0;
   #snapshot: Snapshot | null = null;
+
+  /** Counts HTTP requests by route index; `routes` labels each index. */
+  trackRequests(routes: readonly string[]): HttpStats {
+    this.#http = new HttpStats(routes);
+    return this.#http;
+  }
 
   load(): Promise<Instruments> {
     this.#loading ??= import('prom-client').then((client) => {
-      const impl = new Instruments(client, () => this.#snapshot);
-      for (let i = 0; i < this.#held; i++) impl.request(this.#routes[this.#heldRoute[i]!]!, this.#heldStatus[i]!, this.#heldSeconds[i]!);
-      this.#held = 0;
+      const impl = new Instruments(client, () => this.#snapshot, this.#http);
       for (const apply of this.#pending.splice(0)) apply(impl);
       this.#impl = impl;
       return impl;
@@ -53,17 +51,6 @@ export class Metrics {
     this.#apply((i) => i.record(event));
   }
 
-  request(route: string, status: number, seconds: number): void {
-    if (this.#impl) return this.#impl.request(route, status, seconds);
-    if (this.#held === HELD_REQUESTS) return this.#apply((i) => i.request(route, status, seconds));
-    let index = this.#routes.indexOf(route);
-    if (index === -1) index = this.#routes.push(route) - 1;
-    this.#heldRoute[this.#held] = index;
-    this.#heldStatus[this.#held] = status;
-    this.#heldSeconds[this.#held++] = seconds;
-    if (this.#held === HELD_REQUESTS / 2) void this.load();
-  }
-
   workerRestarted(): void {
     this.#apply((i) => i.workerRestarted());
   }
@@ -81,13 +68,9 @@ class Instruments {
   readonly #refreshes: Counter<'outcome'>;
   readonly #refreshSeconds: Histogram;
   readonly #persistSeconds: Histogram<'result'>;
-  readonly #requests: Counter<'route' | 'status'>;
-  readonly #requestSeconds: Histogram<'route'>;
   readonly #restarts: Counter;
-  readonly #requestChildren = new Map<string, { inc(): void }>();
-  readonly #latencyChildren = new Map<string, { observe(v: number): void }>();
 
-  constructor(client: PromClient, snap: () => Snapshot | null) {
+  constructor(client: PromClient, snap: () => Snapshot | null, http: HttpStats | null) {
     const { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } = client;
     this.registry = new Registry();
     const registers = [this.registry];
@@ -106,14 +89,8 @@ class Instruments {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
       registers,
     });
-    this.#requests = new Counter({ name: 'tokend_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers });
-    this.#requestSeconds = new Histogram({
-      name: 'tokend_http_request_duration_seconds',
-      help: 'HTTP request latency by route',
-      labelNames: ['route'],
-      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5],
-      registers,
-    });
+    // Collected from HttpStats at scrape time; the registry exports any object of this shape.
+    for (const m of http?.metrics() ?? []) this.registry.registerMetric(m as unknown as Metric);
     this.#restarts = new Counter({ name: 'tokend_worker_restarts_total', help: 'Restarts of the owner thread', registers });
     new Gauge({
       name: 'tokend_token_expires_in_seconds',
@@ -168,17 +145,6 @@ class Instruments {
     } else if (event.type === 'persist') {
       this.#persistSeconds.observe({ result: event.ok ? 'ok' : 'error' }, event.seconds);
     }
-  }
-
-  /** Per-request: label children are bound once per route and status, so the hot path hashes no labels. */
-  request(route: string, status: number, seconds: number): void {
-    const key = `${route} ${status}`;
-    let counter = this.#requestChildren.get(key);
-    if (!counter) this.#requestChildren.set(key, (counter = this.#requests.labels(route, String(status))));
-    counter.inc();
-    let timer = this.#latencyChildren.get(route);
-    if (!timer) this.#latencyChildren.set(route, (timer = this.#requestSeconds.labels(route)));
-    timer.observe(seconds);
   }
 
   workerRestarted(): void {
