@@ -5,7 +5,8 @@ WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY src ./src
-RUN npx tsc -p tsconfig.json && chmod +x dist/main/cli.js
+COPY scripts ./scripts
+RUN npm run build
 
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app

@@ -75,7 +75,7 @@ export async function startDev(opts: DevOptions, log: Logger, prettyLogs: boolea
   );
   let daemon: RunningDaemon;
   try {
-    daemon = await startDaemon(config, log, { prettyLogs });
+    daemon = await startDaemon(config, Promise.resolve(log), { prettyLogs });
   } catch (err) {
     await provider.close();
     throw err;

@@ -134,13 +134,17 @@ async function serve(opts: RawOptions): Promise<number> {
   const config = configOrExit(opts, true);
   if (!config) return 2;
   // Loaded on demand: client commands start without the daemon's modules.
-  const [{ createLogger }, { startDaemon, StartError }] = await Promise.all([import('../log.js'), import('./daemon.js')]);
+  // The daemon first: it starts the owner thread, which boots while the logger loads.
+  const { startDaemon, StartError } = await import('./daemon.js');
   const pretty = process.stderr.isTTY === true;
-  const log = await createLogger(config.logLevel, pretty, 'tokend');
+  const logging = import('../log.js').then(({ createLogger }) => createLogger(config.logLevel, pretty, 'tokend'));
+  const starting = startDaemon(config, logging, { prettyLogs: pretty });
+  starting.catch(() => undefined); // handled below, once the logger is up
+  const log = await logging;
   const guard = guardSignals(log);
   let daemon: RunningDaemon;
   try {
-    daemon = await startDaemon(config, log, { prettyLogs: pretty });
+    daemon = await starting;
   } catch (err) {
     if (!(err instanceof StartError)) throw err;
     say(err.error.message);

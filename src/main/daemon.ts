@@ -68,13 +68,16 @@ export class StartError extends Error {
   }
 }
 
-export async function startDaemon(config: Config, log: Logger, hooks: DaemonHooks): Promise<RunningDaemon> {
-  // Start the owner thread first: it boots, takes the lock and loads the
-  // state on the other core while this thread loads the HTTP side.
+/**
+ * `logging` is still loading when this is called: the owner thread starts
+ * first and boots, takes the lock and loads the state on the other core
+ * while this thread loads the logger and the HTTP side.
+ */
+export async function startDaemon(config: Config, logging: Promise<Logger>, hooks: DaemonHooks): Promise<RunningDaemon> {
   const metrics = new Metrics();
   let hub: EventHub | null = null;
   let fatal: (e: ErrorData) => void = () => undefined;
-  const starting = OwnerHandle.start(ownerOptions(config, hooks.prettyLogs, randomUUID()), log, {
+  const starting = OwnerHandle.start(ownerOptions(config, hooks.prettyLogs, randomUUID()), logging, {
     onSnapshot(snapshot, previous) {
       metrics.setSnapshot(snapshot);
       hub?.publish(snapshot, previous);
@@ -83,7 +86,7 @@ export async function startDaemon(config: Config, log: Logger, hooks: DaemonHook
     onRestart: () => metrics.workerRestarted(),
     onFatal: (e) => fatal(e),
   });
-  const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
+  const [log, { EventHub }, { createHttpServer }] = await Promise.all([logging, import('../http/events.js'), import('../http/app.js')]);
   const started = await starting;
   if (!started.ok) throw new StartError(started.error, exitCodeOf(started.error.code));
   const owner = started.value;

@@ -33,7 +33,8 @@ const died: ErrorData = { code: 'internal_error', message: 'the owner thread sto
 
 export class OwnerHandle {
   readonly #options: OwnerOptions;
-  readonly #log: Logger;
+  /** The logger loads while the thread boots: the handle logs only on failures, once it has loaded. */
+  readonly #log: Promise<Logger>;
   readonly #events: OwnerHandleEvents;
   readonly #pool: Piscina;
   #remote: OwnerRemote | null = null;
@@ -45,7 +46,7 @@ export class OwnerHandle {
   #generation = 0;
   #reattaching = false;
 
-  private constructor(options: OwnerOptions, log: Logger, events: OwnerHandleEvents) {
+  private constructor(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents) {
     this.#options = options;
     this.#log = log;
     this.#events = events;
@@ -58,13 +59,18 @@ export class OwnerHandle {
       atomics: 'disabled',
       // The owner holds one small state: a small young generation keeps the idle footprint down.
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+      // The thread starts the owner as soon as it has loaded (src/state-worker/worker.ts).
+      workerData: { options },
     });
     // Without an 'error' listener, a throw in a worker timer kills the process.
-    this.#pool.on('error', (err: Error) => this.#log.error({ err: err.message }, 'owner thread failed'));
+    this.#pool.on('error', (err: Error) => void this.#log.then((log) => log.error({ err: err.message }, 'owner thread failed')));
   }
 
-  /** Start the owner thread: it takes the lock and loads the state, then answers. */
-  static async start(options: OwnerOptions, log: Logger, events: OwnerHandleEvents): Promise<Result<OwnerHandle>> {
+  /**
+   * Start the owner thread: it takes the lock and loads the state, then answers.
+   * The thread starts booting before this returns.
+   */
+  static async start(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents): Promise<Result<OwnerHandle>> {
     const handle = new OwnerHandle(options, log, events);
     const started = await handle.#attach();
     if (!started.ok) {
@@ -107,7 +113,7 @@ export class OwnerHandle {
       for (let attempt = 1; attempt <= 10 && !this.#closing; attempt++) {
         const r = await this.#attach();
         if (r.ok) {
-          this.#log.info({ version: r.value.version }, 'owner thread restarted');
+          void this.#log.then((log) => log.info({ version: r.value.version }, 'owner thread restarted'));
           return;
         }
         if (r.error.details?.['retry'] !== true) return this.#events.onFatal(r.error);
@@ -152,7 +158,7 @@ export class OwnerHandle {
       this.#events.onFatal({ code: 'internal_error', message: `the owner thread died ${this.#restarts.length} times within a minute` });
       return;
     }
-    this.#log.error('owner thread died; starting a new one from the state file');
+    void this.#log.then((log) => log.error('owner thread died; starting a new one from the state file'));
     this.#events.onRestart();
     void this.#reattach();
   }

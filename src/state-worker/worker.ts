@@ -8,21 +8,48 @@
  * stops, RPC calls hang, refresh timers never fire and proper-lockfile's
  * refresher freezes until another process steals the lock.
  */
-import type { AttachTask, OwnerApi, OwnerEvent } from '../contract.js';
+import { workerData, type MessagePort } from 'node:worker_threads';
+import type { AttachTask, OwnerApi, OwnerEvent, OwnerOptions, Result, Snapshot } from '../contract.js';
 import { createLogger } from '../log.js';
 import { exposeOwner } from '../protocol.js';
 import { Owner, toResult } from './owner.js';
 
 let owner: Owner | null = null;
+let events: MessagePort | null = null;
+/** Events of a start begun before the attach task brought the port. */
+const early: OwnerEvent[] = [];
+const emit = (event: OwnerEvent): void => {
+  if (events) events.postMessage(event);
+  else early.push(event);
+};
+
+/** Never rejects: a failure is a Result, so an early start with nobody awaiting it yet cannot be an unhandled rejection. */
+async function startOwner(options: OwnerOptions): Promise<Result<Snapshot>> {
+  try {
+    const log = await createLogger(options.logLevel, options.prettyLogs, 'tokend-owner');
+    owner = new Owner(options, log, emit);
+    return await owner.start();
+  } catch (e) {
+    return toResult(e);
+  }
+}
+
+/**
+ * The main thread passes the options as workerData: the lock and the state
+ * are taken while piscina is still handing over the first task, not after
+ * two more round trips (start to ready, see README: Performance).
+ */
+let starting: Promise<Result<Snapshot>> | null = (workerData as { options?: OwnerOptions } | null)?.options
+  ? startOwner((workerData as { options: OwnerOptions }).options)
+  : null;
 
 export default function attach(task: AttachTask): string {
-  const emit = (event: OwnerEvent): void => task.events.postMessage(event);
+  events = task.events;
+  for (const event of early.splice(0)) events.postMessage(event);
   const api: OwnerApi = {
-    async start(options) {
-      if (owner) return { ok: false, error: { code: 'internal_error', message: 'owner already started in this thread' } };
-      const log = await createLogger(options.logLevel, options.prettyLogs, 'tokend-owner');
-      owner = new Owner(options, log, emit);
-      return owner.start().catch(toResult);
+    start(options) {
+      starting ??= startOwner(options);
+      return starting;
     },
     setListen: (listen) => requireOwner().setListen(listen),
     refresh: (trigger) => requireOwner().refresh(trigger).catch(toResult),
