@@ -8,7 +8,8 @@
  * - GET /token throughput and p50/p99 latency, tokend vs bare, alternating
  *   A B A B, concurrency 50 and 1 (autocannon); servers pinned to core 0 and
  *   the load generator to core 1 where `taskset` exists.
- * - start to ready with a valid token on disk, vs a bare `node -e` start
+ * - start to healthy (/healthz) and to the first token served (GET /token)
+ *   with a valid token on disk, vs a bare `node -e` start (neither pinned)
  * - idle RSS of the whole process (both threads)
  * - SIGTERM to exit, idle and under load
  * - 1,000 concurrent GET /token on an expired token: upstream calls
@@ -21,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { freePort, stateFileWith, tempDir } from '../test/fixtures/daemon.ts';
 import { MonzoStub } from '../test/fixtures/monzo-stub.ts';
 
-const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 7);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);
 const CLI = fileURLToPath(new URL('../dist/main/cli.js', import.meta.url));
 const BARE = fileURLToPath(new URL('./bare-server.mjs', import.meta.url));
@@ -58,8 +59,8 @@ async function waitFor(port: number, path: string, status = 200): Promise<void> 
   }
 }
 
-function spawnServer(cmd: string[], env: NodeJS.ProcessEnv): ChildProcess {
-  const [bin, ...args] = pin(0, cmd);
+function spawnServer(cmd: string[], env: NodeJS.ProcessEnv, pinned = true): ChildProcess {
+  const [bin, ...args] = pinned ? pin(0, cmd) : cmd;
   return spawn(bin!, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
@@ -67,18 +68,28 @@ function exited(p: ChildProcess): Promise<void> {
   return p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', () => r()));
 }
 
+/** CPU time (user + system) a process has used, in ms (clock ticks of 10 ms). */
+const cpuMs = (pid: number): number => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+};
+
 interface Load {
   rps: number;
+  /** Server CPU per request, µs: steadier than req/s on a shared machine. */
+  cpuUs: number;
   p50: number;
   p99: number;
   errors: number;
 }
 
-function autocannon(port: number, connections: number, seconds: number): Load {
+function autocannon(port: number, connections: number, seconds: number, pid: number): Load {
+  const cpu0 = cpuMs(pid);
   const [bin, ...args] = pin(1, [process.execPath, AUTOCANNON, '-j', '-c', String(connections), '-d', String(seconds), `http://127.0.0.1:${port}/token`]);
   const r = spawnSync(bin!, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-  const j = JSON.parse(r.stdout) as { requests: { average: number }; latency: { p50: number; p99: number }; errors: number; non2xx: number };
-  return { rps: j.requests.average, p50: j.latency.p50, p99: j.latency.p99, errors: j.errors + j.non2xx };
+  const j = JSON.parse(r.stdout) as { requests: { average: number; total: number }; latency: { p50: number; p99: number }; errors: number; non2xx: number };
+  const cpuUs = ((cpuMs(pid) - cpu0) * 1000) / Math.max(1, j.requests.total);
+  return { rps: j.requests.average, cpuUs, p50: j.latency.p50, p99: j.latency.p99, errors: j.errors + j.non2xx };
 }
 
 async function main(): Promise<void> {
@@ -108,12 +119,13 @@ async function main(): Promise<void> {
   console.log(`GET /token, ${ROUNDS} rounds of ${SECONDS} s, alternating; taskset: ${hasTaskset ? 'servers core 0, load core 1' : 'not available'}`);
   const load: Record<string, unknown> = {};
   for (const c of [50, 1]) {
-    autocannon(tPort, c, 1);
-    autocannon(bPort, c, 1);
+    autocannon(tPort, c, 1, tokend.pid!);
+    autocannon(bPort, c, 1, bare.pid!);
     const pairs: Array<{ t: Load; b: Load }> = [];
-    for (let i = 0; i < ROUNDS; i++) pairs.push({ b: autocannon(bPort, c, SECONDS), t: autocannon(tPort, c, SECONDS) });
+    for (let i = 0; i < ROUNDS; i++) pairs.push({ b: autocannon(bPort, c, SECONDS, bare.pid!), t: autocannon(tPort, c, SECONDS, tokend.pid!) });
     const rpsRatios = pairs.map((p) => p.t.rps / p.b.rps);
     const p99Ratios = pairs.map((p) => (p.t.p99 || 0.001) / (p.b.p99 || 0.001));
+    const cpuRatios = pairs.map((p) => p.t.cpuUs / p.b.cpuUs);
     console.log(`\n  concurrency ${c}`);
     console.log('  round   tokend req/s  bare req/s  ratio   tokend p50/p99 ms  bare p50/p99 ms');
     pairs.forEach((p, i) =>
@@ -122,7 +134,8 @@ async function main(): Promise<void> {
       ),
     );
     console.log(`  median throughput ratio ${fmt(median(rpsRatios))}, median p99 ratio ${fmt(median(p99Ratios))}, errors ${pairs.reduce((a, p) => a + p.t.errors, 0)}`);
-    load[`c${c}`] = { pairs, medianRpsRatio: median(rpsRatios), medianP99Ratio: median(p99Ratios) };
+    console.log(`  server CPU per request: tokend ${fmt(median(pairs.map((p) => p.t.cpuUs)), 1)} µs, bare ${fmt(median(pairs.map((p) => p.b.cpuUs)), 1)} µs, median ratio ${fmt(median(cpuRatios))}`);
+    load[`c${c}`] = { pairs, medianRpsRatio: median(rpsRatios), medianP99Ratio: median(p99Ratios), medianCpuRatio: median(cpuRatios) };
   }
   results['load'] = load;
 
@@ -136,20 +149,24 @@ async function main(): Promise<void> {
   tokend.kill('SIGTERM');
   await Promise.all([exited(bare), exited(tokend)]);
 
-  // ---- start to ready ----------------------------------------------------------
+  // ---- start to healthy / to the first token --------------------------------
+  // Not pinned, like `node -e`: the owner thread boots on the other core.
   const nodeStarts: number[] = [];
-  const tokendStarts: number[] = [];
+  const healthyStarts: number[] = [];
+  const tokenStarts: number[] = [];
   const stopTimesIdle: number[] = [];
   const stopTimesLoad: number[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 7; i++) {
     let t0 = performance.now();
     spawnSync(process.execPath, ['-e', '0']);
     nodeStarts.push(performance.now() - t0);
     const port = await freePort();
     t0 = performance.now();
-    const p = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, port));
-    await waitFor(port, '/readyz');
-    tokendStarts.push(performance.now() - t0);
+    const p = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, port), false);
+    await waitFor(port, '/healthz');
+    healthyStarts.push(performance.now() - t0);
+    await waitFor(port, '/token');
+    tokenStarts.push(performance.now() - t0);
     // SIGTERM to exit, idle (settled: a second after start)
     await new Promise((r) => setTimeout(r, 1_000));
     t0 = performance.now();
@@ -158,7 +175,7 @@ async function main(): Promise<void> {
     stopTimesIdle.push(performance.now() - t0);
     // SIGTERM to exit, under load
     const port2 = await freePort();
-    const q = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, port2));
+    const q = spawnServer([process.execPath, CLI, 'serve'], tokendEnv(stateFile, port2), false);
     await waitFor(port2, '/readyz');
     let loading = true;
     const workers = Array.from({ length: 16 }, async () => {
@@ -172,10 +189,14 @@ async function main(): Promise<void> {
     loading = false;
     await Promise.all(workers);
   }
-  const startRatio = median(tokendStarts) / median(nodeStarts);
-  console.log(`\nstart to ready (valid token on disk): tokend ${fmt(median(tokendStarts), 0)} ms, bare node -e ${fmt(median(nodeStarts), 0)} ms, ratio ${fmt(startRatio)}`);
+  const node = median(nodeStarts);
+  const healthy = median(healthyStarts);
+  const firstToken = median(tokenStarts);
+  console.log(
+    `\nstart (valid token on disk), medians of 7: bare node -e ${fmt(node, 0)} ms; tokend healthy (/healthz 200) ${fmt(healthy, 0)} ms = ${fmt(healthy / node)}x, first token served (GET /token 200, lock held, state loaded) ${fmt(firstToken, 0)} ms = ${fmt(firstToken / node)}x`,
+  );
   console.log(`SIGTERM to exit (state flushed, lock released): idle ${fmt(median(stopTimesIdle), 0)} ms, under load ${fmt(median(stopTimesLoad), 0)} ms`);
-  results['startMs'] = { tokend: tokendStarts, node: nodeStarts, ratio: startRatio };
+  results['startMs'] = { node: nodeStarts, healthy: healthyStarts, firstToken: tokenStarts, healthyRatio: healthy / node, firstTokenRatio: firstToken / node };
   results['stopMs'] = { idle: stopTimesIdle, load: stopTimesLoad };
 
   // ---- burst on an expired token -----------------------------------------------

@@ -18,6 +18,8 @@ export interface HttpOptions extends GuardOptions {
   readonly metrics: Metrics;
   readonly backend: Backend;
   readonly isDraining: () => boolean;
+  /** While the owner thread is starting: settles once it has loaded the state. */
+  readonly starting: () => Promise<void> | null;
 }
 
 const STARTED = Symbol('started');
@@ -116,9 +118,15 @@ export function createHttpServer(opts: HttpOptions): Server {
     const url = req.url ?? '/';
     const query = url.indexOf('?');
     r.path = query === -1 ? url : url.slice(0, query);
-    const route = app.find(req.method as Parameters<typeof app.find>[0], r.path).handlers[0] as ReturnType<typeof serve> | undefined;
-    (route ?? noMatch)(r, res);
+    const route = (app.find(req.method as Parameters<typeof app.find>[0], r.path).handlers[0] as ReturnType<typeof serve> | undefined) ?? noMatch;
+    const starting = opts.starting();
+    if (starting === null || r.path === '/healthz') return route(r, res);
+    if (r.path === '/readyz') return notYetReady(r, res);
+    void starting.then(() => route(r, res));
   };
+  const notYetReady = serve(labels.indexOf('/readyz'), (_req, res) =>
+    fail(res, 'not_ready', 'starting: the owner thread is taking the lock and loading the state file'),
+  );
 
   const server = createServer(
     {

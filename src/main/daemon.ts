@@ -87,11 +87,12 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, hook
     onFatal: (e) => fatal(e),
   });
   const [log, { EventHub }, { createHttpServer }] = await Promise.all([logging, import('../http/events.js'), import('../http/app.js')]);
-  const started = await starting;
-  if (!started.ok) throw new StartError(started.error, exitCodeOf(started.error.code));
-  const owner = started.value;
-  metrics.setSnapshot(owner.snapshot);
-  hub = new EventHub(() => owner.snapshot);
+  // Until the owner has answered, requests wait for it (/healthz and /readyz answer at once).
+  let owner: OwnerHandle | null = null;
+  let opened!: () => void;
+  let ownerStarting: Promise<void> | null = new Promise<void>((resolve) => (opened = resolve));
+  const current = (): OwnerHandle => owner!;
+  hub = new EventHub(() => current().snapshot);
 
   let draining = false;
   const ownerInfo = { pid: process.pid, listen: null as string | null };
@@ -103,33 +104,52 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, hook
     log,
     metrics,
     isDraining: () => draining,
+    starting: () => ownerStarting,
     backend: {
-      snapshot: () => owner.snapshot,
-      ensureFresh: () => owner.ensureFresh(),
-      refresh: (trigger) => owner.refresh(trigger),
-      setTokens: (input) => owner.setTokens(input),
+      snapshot: () => current().snapshot,
+      ensureFresh: () => current().ensureFresh(),
+      refresh: (trigger) => current().refresh(trigger),
+      setTokens: (input) => current().setTokens(input),
       owner: ownerInfo,
       metricsText: () => metrics.text(),
       hub,
     },
   });
 
+  // Listen while the owner thread is still starting: the process is alive
+  // (/healthz) before the state is loaded (/readyz, /token).
   let address: string;
   try {
     address = await listen(server, config.listen);
   } catch (err) {
-    await owner.close(0);
-    await owner.destroy();
+    // The owner's verdict comes first: "owned by pid N" (exit 75) says more than "address in use".
+    const started = await starting;
+    if (!started.ok) throw new StartError(started.error, exitCodeOf(started.error.code));
+    await started.value.close(0);
+    await started.value.destroy();
     const e = err as NodeJS.ErrnoException;
     const message = `cannot listen on ${formatListen(config.listen)}: ${e.code === 'EADDRINUSE' ? 'address already in use' : (e.code ?? e.message)}`;
     throw new StartError({ code: 'config_invalid', message }, 1);
   }
+  log.debug({ listen: address }, 'listening; the owner thread is starting');
+  const started = await starting;
+  if (!started.ok) {
+    // Requests waiting for the owner are dropped with their connections: the process exits.
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    if (config.listen.kind === 'unix') removeSocket(config.listen.path);
+    throw new StartError(started.error, exitCodeOf(started.error.code));
+  }
+  const running = (owner = started.value);
+  metrics.setSnapshot(running.snapshot);
+  ownerStarting = null;
+  opened();
   ownerInfo.listen = address;
-  await owner.setListen(address);
-  log.info({ listen: address, stateFile: config.stateFile, status: owner.snapshot.status }, 'tokend serving');
+  await running.setListen(address);
+  log.info({ listen: address, stateFile: config.stateFile, status: running.snapshot.status }, 'tokend serving');
   if (process.env['TOKEND_TEST_HOOKS'] === '1') {
     // Test hook: SIGUSR2 kills the owner thread, to prove a restart loses nothing.
-    process.on('SIGUSR2', () => void owner.terminateThread());
+    process.on('SIGUSR2', () => void running.terminateThread());
   }
 
   let resolveDone!: (code: number) => void;
@@ -142,11 +162,11 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, hook
       draining = true;
       hub!.closeAll();
       const closed = closeServer(server, 2_000);
-      const result = await owner.close(config.shutdownTimeoutMs);
+      const result = await running.close(config.shutdownTimeoutMs);
       if (!result.ok) log.error({ code: result.error.code }, result.error.message);
       await closed;
       if (config.listen.kind === 'unix') removeSocket(config.listen.path);
-      log.info({ version: owner.snapshot.version }, 'stopped');
+      log.info({ version: running.snapshot.version }, 'stopped');
       resolveDone(code);
       return code;
     })();
@@ -156,7 +176,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, hook
     log.fatal({ code: e.code }, e.message);
     void stop('owner thread failed', 1);
   };
-  return { address, done, status: () => owner.snapshot.status, stop: (reason) => stop(reason) };
+  return { address, done, status: () => running.snapshot.status, stop: (reason) => stop(reason) };
 }
 
 async function listen(server: Server, where: Listen): Promise<string> {

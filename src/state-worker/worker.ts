@@ -8,6 +8,7 @@
  * stops, RPC calls hang, refresh timers never fire and proper-lockfile's
  * refresher freezes until another process steals the lock.
  */
+import { existsSync } from 'node:fs';
 import { workerData, type MessagePort } from 'node:worker_threads';
 import type { AttachTask, OwnerApi, OwnerEvent, OwnerOptions, Result, Snapshot } from '../contract.js';
 import { createLogger } from '../log.js';
@@ -27,6 +28,7 @@ const emit = (event: OwnerEvent): void => {
 async function startOwner(options: OwnerOptions): Promise<Result<Snapshot>> {
   try {
     const log = await createLogger(options.logLevel, options.prettyLogs, 'tokend-owner');
+    await testHold();
     owner = new Owner(options, log, emit);
     return await owner.start();
   } catch (e) {
@@ -42,6 +44,12 @@ async function startOwner(options: OwnerOptions): Promise<Result<Snapshot>> {
 let starting: Promise<Result<Snapshot>> | null = (workerData as { options?: OwnerOptions } | null)?.options
   ? startOwner((workerData as { options: OwnerOptions }).options)
   : null;
+
+/** Test hook (TOKEND_TEST_HOOKS=1): hold the start until a file exists, to watch a daemon whose owner is starting. */
+async function testHold(): Promise<void> {
+  const path = process.env['TOKEND_TEST_HOOKS'] === '1' ? process.env['TOKEND_TEST_HOLD_START'] : undefined;
+  while (path !== undefined && !existsSync(path)) await new Promise((resolve) => setTimeout(resolve, 10));
+}
 
 export default function attach(task: AttachTask): string {
   events = task.events;

@@ -27,6 +27,33 @@ describe('ownership of the state file', () => {
     keep(first);
   });
 
+  it('while the owner thread starts, /healthz answers, /readyz says starting and GET /token waits for the state', async () => {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
+    const release = join(dir, 'release-start');
+    const d = new Daemon({ ...stubEnv(suite.stub, stateFile), TOKEND_TEST_HOOKS: '1', TOKEND_TEST_HOLD_START: release });
+    d.address = String((await d.waitForLog('listening; the owner thread is starting'))['listen']);
+    assert.equal((await d.request('GET', '/healthz')).status, 200);
+    const ready = await d.request('GET', '/readyz');
+    assert.equal(ready.status, 503);
+    assert.equal(ready.json['error'], 'not_ready');
+    assert.match(String(ready.json['message']), /starting/);
+    let released = false;
+    const token = d.request('GET', '/token').then((r) => ({ ...r, afterRelease: released }));
+    // The token request is in; let the owner take the lock and load the state.
+    await d.request('GET', '/healthz');
+    released = true;
+    writeFileSync(release, '');
+    const answer = await token;
+    assert.equal(answer.status, 200);
+    assert.equal(answer.afterRelease, true, 'GET /token was answered before the owner had loaded the state');
+    assert.equal(answer.json['access_token'], suite.stub.live!.access_token);
+    await d.waitForLog('tokend serving');
+    assert.equal((await d.request('GET', '/readyz')).status, 200);
+    assert.equal((await d.stop()).code, 0);
+    keep(d);
+  });
+
   it('after SIGKILL, a restart takes the lock over at once (the recorded pid is gone) and serves the same token', async () => {
     const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
     const first = await Daemon.start(stubEnv(suite.stub, stateFile));
