@@ -44,8 +44,8 @@ export interface OwnerOptions {
   readonly owner: { readonly pid: number; readonly instance: string; readonly listen: string | null };
   /** Move a corrupt state file aside instead of refusing to start. */
   readonly moveCorruptAside: boolean;
+  /** Lines below this level are not sent to the main thread at all. */
   readonly logLevel: string;
-  readonly prettyLogs: boolean;
   /** Run the refresh timer (false for a short-lived owner, such as `tokend login` with no daemon). */
   readonly scheduleRefresh: boolean;
 }
@@ -124,7 +124,13 @@ export type RefreshTrigger = 'timer' | 'http' | 'cli' | 'read' | 'start';
 export type OwnerEvent =
   | { readonly type: 'snapshot'; readonly snapshot: Snapshot }
   | { readonly type: 'refresh'; readonly outcome: RefreshOutcome; readonly seconds: number }
-  | { readonly type: 'persist'; readonly ok: boolean; readonly seconds: number };
+  | { readonly type: 'persist'; readonly ok: boolean; readonly seconds: number }
+  /** A log line of the owner thread, written by the main thread's logger (one logger, one redaction). */
+  | { readonly type: 'log'; readonly level: OwnerLogLevel; readonly fields: Record<string, unknown>; readonly msg: string | undefined }
+  /** The owner has closed: every log line it wrote before is already delivered (one port keeps order). */
+  | { readonly type: 'closed' };
+
+export type OwnerLogLevel = 'error' | 'warn' | 'info' | 'debug';
 
 export type RefreshOutcome = 'success' | 'transient_error' | 'invalid_grant' | 'bad_response' | 'rejected' | 'skipped';
 

@@ -6,6 +6,15 @@ import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
+type LogFn = { (fields: object, msg?: string): void; (msg: string): void };
+/** What the owner's code logs with: a pino logger, or the owner thread's forwarder (src/state-worker/log-forward.ts). */
+export interface Log {
+  error: LogFn;
+  warn: LogFn;
+  info: LogFn;
+  debug: LogFn;
+}
+
 const redact = [
   'access_token',
   'refresh_token',

@@ -43,7 +43,7 @@ export interface DevSession {
   stop(reason: string): Promise<number>;
 }
 
-export async function startDev(opts: DevOptions, log: Logger, prettyLogs: boolean): Promise<DevSession> {
+export async function startDev(opts: DevOptions, log: Logger): Promise<DevSession> {
   const dir = opts.dir ?? defaultDevDir();
   if (opts.fresh) rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -75,7 +75,7 @@ export async function startDev(opts: DevOptions, log: Logger, prettyLogs: boolea
   );
   let daemon: RunningDaemon;
   try {
-    daemon = await startDaemon(config, Promise.resolve(log), { prettyLogs });
+    daemon = await startDaemon(config, Promise.resolve(log));
   } catch (err) {
     await provider.close();
     throw err;

@@ -138,7 +138,7 @@ async function serve(opts: RawOptions): Promise<number> {
   const { startDaemon, StartError } = await import('./daemon.js');
   const pretty = process.stderr.isTTY === true;
   const logging = import('../log.js').then(({ createLogger }) => createLogger(config.logLevel, pretty, 'tokend'));
-  const starting = startDaemon(config, logging, { prettyLogs: pretty });
+  const starting = startDaemon(config, logging);
   starting.catch(() => undefined); // handled below, once the logger is up
   const log = await logging;
   const guard = guardSignals(log);
@@ -271,7 +271,6 @@ export function buildProgram(setExit: (code: number) => void): Command {
         const session = await startDev(
           { dir: opts.dir ?? null, fresh: opts.fresh === true, listen: opts.listen ?? null, providerPort: Number(opts.providerPort), accessTokenTtlSec: ttl, logLevel },
           log,
-          pretty,
         );
         process.stdout.write(devBanner(session, ttl));
         guard.attach((reason) => session.stop(reason));

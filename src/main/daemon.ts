@@ -20,10 +20,6 @@ import { formatListen, type Config, type Listen } from './config.js';
 import { Metrics } from './metrics.js';
 import { OwnerHandle } from './owner-handle.js';
 
-export interface DaemonHooks {
-  readonly prettyLogs: boolean;
-}
-
 export interface RunningDaemon {
   readonly address: string;
   status(): DaemonStatus;
@@ -32,7 +28,7 @@ export interface RunningDaemon {
   stop(reason: string): Promise<number>;
 }
 
-export function ownerOptions(config: Config, prettyLogs: boolean, instance: string): OwnerOptions {
+export function ownerOptions(config: Config, instance: string): OwnerOptions {
   const p = config.provider;
   return {
     stateFile: config.stateFile,
@@ -54,7 +50,6 @@ export function ownerOptions(config: Config, prettyLogs: boolean, instance: stri
     owner: { pid: process.pid, instance, listen: null },
     moveCorruptAside: config.moveCorruptAside,
     logLevel: config.logLevel,
-    prettyLogs,
     scheduleRefresh: true,
   };
 }
@@ -73,11 +68,11 @@ export class StartError extends Error {
  * first and boots, takes the lock and loads the state on the other core
  * while this thread loads the logger and the HTTP side.
  */
-export async function startDaemon(config: Config, logging: Promise<Logger>, hooks: DaemonHooks): Promise<RunningDaemon> {
+export async function startDaemon(config: Config, logging: Promise<Logger>): Promise<RunningDaemon> {
   const metrics = new Metrics();
   let hub: EventHub | null = null;
   let fatal: (e: ErrorData) => void = () => undefined;
-  const starting = OwnerHandle.start(ownerOptions(config, hooks.prettyLogs, randomUUID()), logging, {
+  const starting = OwnerHandle.start(ownerOptions(config, randomUUID()), logging, {
     onSnapshot(snapshot, previous) {
       metrics.setSnapshot(snapshot);
       hub?.publish(snapshot, previous);

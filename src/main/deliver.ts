@@ -46,7 +46,7 @@ export async function deliverTokens(config: Config, input: SetTokensInput, expli
     }
   }
   const log = await createLogger('warn', false, 'tokend-login');
-  const owner = new Owner({ ...ownerOptions(config, false, randomUUID()), scheduleRefresh: false }, log, () => undefined);
+  const owner = new Owner({ ...ownerOptions(config, randomUUID()), scheduleRefresh: false }, log, () => undefined);
   const started = await owner.start();
   if (!started.ok) throw TokendError.from(started.error);
   let result: { ok: true; value: Snapshot } | { ok: false; error: TokendError };

@@ -35,6 +35,9 @@ export class OwnerHandle {
   readonly #options: OwnerOptions;
   /** The logger loads while the thread boots: the handle logs only on failures, once it has loaded. */
   readonly #log: Promise<Logger>;
+  /** The owner thread's lines, marked as such. */
+  readonly #ownerLog: Promise<Logger>;
+  #closed: (() => void) | null = null;
   readonly #events: OwnerHandleEvents;
   readonly #pool: Piscina;
   #remote: OwnerRemote | null = null;
@@ -49,6 +52,7 @@ export class OwnerHandle {
   private constructor(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents) {
     this.#options = options;
     this.#log = log;
+    this.#ownerLog = log.then((l) => l.child({ thread: 'owner' }));
     this.#events = events;
     this.#pool = new Piscina({
       filename: WORKER,
@@ -127,9 +131,11 @@ export class OwnerHandle {
 
   #onEvent(event: OwnerEvent): void {
     if (event.type === 'snapshot') this.#adopt(event.snapshot);
-    else {
-      this.#events.onEvent(event);
-    }
+    else if (event.type === 'log') {
+      const { level, fields, msg } = event;
+      void this.#ownerLog.then((log) => log[level](fields, msg));
+    } else if (event.type === 'closed') this.#closed?.();
+    else this.#events.onEvent(event);
   }
 
   /**
@@ -209,7 +215,14 @@ export class OwnerHandle {
   /** Settle the refresh in flight (bounded), flush, release the lock. */
   async close(timeoutMs: number): Promise<Result<null>> {
     this.#closing = true;
-    return this.#call((r) => r.close(timeoutMs));
+    // The owner's last log lines travel on the events port: the result waits for them too.
+    const linesDelivered = new Promise<void>((resolve) => {
+      this.#closed = resolve;
+      setTimeout(resolve, 1_000).unref();
+    });
+    const result = await this.#call((r) => r.close(timeoutMs));
+    if (result.ok) await linesDelivered;
+    return result;
   }
 
   /** Kill the owner thread as a crash would (for the restart test; see TOKEND_TEST_HOOKS). */

@@ -13,7 +13,7 @@
 import type { OwnerEvent, OwnerOptions, Result, SetTokensInput, Snapshot, DaemonStatus, RefreshTrigger } from '../contract.js';
 import { TokendError, type ErrorData } from '../errors.js';
 import { fingerprint } from '../fingerprint.js';
-import type { Logger } from '../log.js';
+import type { Log } from '../log.js';
 import type { StoredState, StoredTokens } from './codec.js';
 import { StateLock } from './lock.js';
 import type { OAuthClient, TokenResponse, UpstreamFailure } from './oauth.js';
@@ -33,7 +33,7 @@ export const toResult = (e: unknown): Result<never> =>
 
 export class Owner {
   readonly #opts: OwnerOptions;
-  readonly #log: Logger;
+  readonly #log: Log;
   readonly #emit: (event: OwnerEvent) => void;
   readonly #store: StateStore;
   readonly #lock: StateLock;
@@ -56,7 +56,7 @@ export class Owner {
   #writes: Promise<unknown> = Promise.resolve();
   #seq = 0;
 
-  constructor(opts: OwnerOptions, log: Logger, emit: (event: OwnerEvent) => void) {
+  constructor(opts: OwnerOptions, log: Log, emit: (event: OwnerEvent) => void) {
     this.#opts = opts;
     this.#log = log;
     this.#emit = emit;

@@ -11,7 +11,7 @@
  */
 import type { RefreshTrigger, RefreshView, Result } from '../contract.js';
 import type { ErrorData } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Log } from '../log.js';
 import type { StoredTokens } from './codec.js';
 import { backoffDelay, refreshDueAt } from './schedule.js';
 
@@ -23,7 +23,7 @@ export interface RefresherDeps {
   readonly canRefresh: () => ErrorData | null;
   readonly token: () => StoredTokens | null;
   readonly onChange: () => void;
-  readonly log: Logger;
+  readonly log: Log;
 }
 
 const RETRYABLE = new Set<ErrorData['code']>(['upstream_error', 'persist_failed']);

@@ -11,8 +11,8 @@
 import { existsSync } from 'node:fs';
 import { workerData, type MessagePort } from 'node:worker_threads';
 import type { AttachTask, OwnerApi, OwnerEvent, OwnerOptions, Result, Snapshot } from '../contract.js';
-import { createLogger } from '../log.js';
 import { exposeOwner } from '../protocol.js';
+import { forwardingLog } from './log-forward.js';
 import { Owner, toResult } from './owner.js';
 
 let owner: Owner | null = null;
@@ -27,9 +27,8 @@ const emit = (event: OwnerEvent): void => {
 /** Never rejects: a failure is a Result, so an early start with nobody awaiting it yet cannot be an unhandled rejection. */
 async function startOwner(options: OwnerOptions): Promise<Result<Snapshot>> {
   try {
-    const log = await createLogger(options.logLevel, options.prettyLogs, 'tokend-owner');
     await testHold();
-    owner = new Owner(options, log, emit);
+    owner = new Owner(options, forwardingLog(options.logLevel, emit), emit);
     return await owner.start();
   } catch (e) {
     return toResult(e);
@@ -63,7 +62,11 @@ export default function attach(task: AttachTask): string {
     refresh: (trigger) => requireOwner().refresh(trigger).catch(toResult),
     ensureFresh: () => requireOwner().ensureFresh().catch(toResult),
     setTokens: (input) => requireOwner().setTokens(input).catch(toResult),
-    close: (timeoutMs) => (owner ? owner.close(timeoutMs).catch(toResult) : Promise.resolve({ ok: true, value: null })),
+    close: async (timeoutMs) => {
+      const result = owner ? await owner.close(timeoutMs).catch(toResult) : { ok: true as const, value: null };
+      emit({ type: 'closed' });
+      return result;
+    },
   };
   exposeOwner(api, task.rpc);
   return 'attached';
