@@ -7,15 +7,31 @@
  * halved the time from start to ready (see README, Performance): on Node 20
  * the ES module loader pays for every file it resolves and reads.
  *
- * Kept external (loaded from node_modules as they are):
- * - piscina, which starts its worker from a file beside its own code;
- * - what only some commands load and that is heavy or reads files relative
+ * piscina is bundled too, but starts its worker from a file beside its own
+ * code (`resolve(__dirname, 'worker.js')`): that one line is pointed back at
+ * node_modules/piscina/dist/worker.js, which runs unbundled as before.
+ *
+ * Kept external (loaded from node_modules as they are): what only some
+ * commands load and that is heavy or reads files relative
  *   to itself: prom-client (first scrape), undici (first upstream call),
  *   pino-pretty (a terminal), oidc-provider, open, ora, playwright-core.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, rmSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync } from 'node:fs';
 import { build } from 'esbuild';
+
+/** piscina's worker path, from the bundle back to piscina's own directory. */
+const piscinaWorkerPath = {
+  name: 'piscina-worker-path',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]piscina[\\/]dist[\\/]index\.js$/ }, (args) => {
+      const source = readFileSync(args.path, 'utf8');
+      const line = "(0, node_path_1.resolve)(__dirname, 'worker.js')";
+      if (!source.includes(line)) throw new Error(`${args.path}: the worker path line changed; update scripts/build.mjs`);
+      return { contents: source.replace(line, "(0, node_path_1.join)((0, node_path_1.dirname)(require.resolve('piscina')), 'worker.js')"), loader: 'js' };
+    });
+  },
+};
 
 rmSync('dist', { recursive: true, force: true });
 execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json', '--emitDeclarationOnly'], { stdio: 'inherit' });
@@ -33,7 +49,8 @@ await build({
   target: 'node20',
   sourcemap: true,
   legalComments: 'linked',
-  external: ['piscina', 'prom-client', 'undici', 'pino-pretty', 'oidc-provider', 'open', 'ora', 'playwright-core'],
+  plugins: [piscinaWorkerPath],
+  external: ['prom-client', 'undici', 'pino-pretty', 'oidc-provider', 'open', 'ora', 'playwright-core'],
   // CommonJS dependencies in an ES module bundle still call require() and read __dirname.
   banner: {
     js: [
