@@ -19,6 +19,7 @@ import type { Logger } from '../log.js';
 import { formatListen, type Config, type Listen } from './config.js';
 import { Metrics } from './metrics.js';
 import { OwnerHandle } from './owner-handle.js';
+import type { OwnerThread } from './owner-thread.js';
 
 export interface RunningDaemon {
   readonly address: string;
@@ -64,11 +65,11 @@ export class StartError extends Error {
 }
 
 /**
- * `logging` is still loading when this is called: the owner thread starts
- * first and boots, takes the lock and loads the state on the other core
- * while this thread loads the logger and the HTTP side.
+ * `logging` is still loading when this is called, and `thread` (when given)
+ * is already booting: the owner takes the lock and loads the state on the
+ * other core while this thread loads the logger and the HTTP side.
  */
-export async function startDaemon(config: Config, logging: Promise<Logger>): Promise<RunningDaemon> {
+export async function startDaemon(config: Config, logging: Promise<Logger>, thread: OwnerThread | null = null): Promise<RunningDaemon> {
   const metrics = new Metrics();
   let hub: EventHub | null = null;
   let fatal: (e: ErrorData) => void = () => undefined;
@@ -80,7 +81,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>): Pro
     onEvent: (event) => metrics.record(event),
     onRestart: () => metrics.workerRestarted(),
     onFatal: (e) => fatal(e),
-  });
+  }, thread);
   const [log, { EventHub }, { createHttpServer }] = await Promise.all([logging, import('../http/events.js'), import('../http/app.js')]);
   // Until the owner has answered, requests wait for it (/healthz and /readyz answer at once).
   let owner: OwnerHandle | null = null;

@@ -11,13 +11,13 @@
  * anything that was served).
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import type { OwnerEvent, OwnerOptions, RefreshTrigger, Result, SetTokensInput, Snapshot } from '../contract.js';
 import type { ErrorData } from '../errors.js';
 import type { Logger } from '../log.js';
 import { releaseOwner, wrapOwner, type OwnerRemote } from '../protocol.js';
+import { startOwnerThread, type OwnerThread } from './owner-thread.js';
 
-const WORKER = new URL('../state-worker/worker.js', import.meta.url).href;
 /** More deaths than this within a minute and the daemon gives up. */
 const MAX_RESTARTS_PER_MINUTE = 5;
 
@@ -49,33 +49,21 @@ export class OwnerHandle {
   #generation = 0;
   #reattaching = false;
 
-  private constructor(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents) {
+  private constructor(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents, thread: OwnerThread) {
     this.#options = options;
     this.#log = log;
     this.#ownerLog = log.then((l) => l.child({ thread: 'owner' }));
     this.#events = events;
-    this.#pool = new Piscina({
-      filename: WORKER,
-      minThreads: 1,
-      maxThreads: 1,
-      idleTimeout: Number.POSITIVE_INFINITY,
-      // Required: see src/state-worker/worker.ts.
-      atomics: 'disabled',
-      // The owner holds one small state: a small young generation keeps the idle footprint down.
-      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
-      // The thread starts the owner as soon as it has loaded (src/state-worker/worker.ts).
-      workerData: { options },
-    });
-    // Without an 'error' listener, a throw in a worker timer kills the process.
-    this.#pool.on('error', (err: Error) => void this.#log.then((log) => log.error({ err: err.message }, 'owner thread failed')));
+    this.#pool = thread.pool;
+    thread.onError((err) => void this.#log.then((log) => log.error({ err: err.message }, 'owner thread failed')));
   }
 
   /**
-   * Start the owner thread: it takes the lock and loads the state, then answers.
-   * The thread starts booting before this returns.
+   * Start the owner: it takes the lock and loads the state, then answers.
+   * `thread`: one already booting (see owner-thread.ts), or one is started now.
    */
-  static async start(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents): Promise<Result<OwnerHandle>> {
-    const handle = new OwnerHandle(options, log, events);
+  static async start(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents, thread: OwnerThread | null = null): Promise<Result<OwnerHandle>> {
+    const handle = new OwnerHandle(options, log, events, thread ?? startOwnerThread());
     const started = await handle.#attach();
     if (!started.ok) {
       await handle.destroy();

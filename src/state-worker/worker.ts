@@ -9,23 +9,16 @@
  * refresher freezes until another process steals the lock.
  */
 import { existsSync } from 'node:fs';
-import { workerData, type MessagePort } from 'node:worker_threads';
 import type { AttachTask, OwnerApi, OwnerEvent, OwnerOptions, Result, Snapshot } from '../contract.js';
 import { exposeOwner } from '../protocol.js';
 import { forwardingLog } from './log-forward.js';
 import { Owner, toResult } from './owner.js';
 
 let owner: Owner | null = null;
-let events: MessagePort | null = null;
-/** Events of a start begun before the attach task brought the port. */
-const early: OwnerEvent[] = [];
-const emit = (event: OwnerEvent): void => {
-  if (events) events.postMessage(event);
-  else early.push(event);
-};
+let starting: Promise<Result<Snapshot>> | null = null;
 
-/** Never rejects: a failure is a Result, so an early start with nobody awaiting it yet cannot be an unhandled rejection. */
-async function startOwner(options: OwnerOptions): Promise<Result<Snapshot>> {
+/** Never rejects: a failure is a Result. */
+async function startOwner(options: OwnerOptions, emit: (event: OwnerEvent) => void): Promise<Result<Snapshot>> {
   try {
     await testHold();
     owner = new Owner(options, forwardingLog(options.logLevel, emit), emit);
@@ -35,15 +28,6 @@ async function startOwner(options: OwnerOptions): Promise<Result<Snapshot>> {
   }
 }
 
-/**
- * The main thread passes the options as workerData: the lock and the state
- * are taken while piscina is still handing over the first task, not after
- * two more round trips (start to ready, see README: Performance).
- */
-let starting: Promise<Result<Snapshot>> | null = (workerData as { options?: OwnerOptions } | null)?.options
-  ? startOwner((workerData as { options: OwnerOptions }).options)
-  : null;
-
 /** Test hook (TOKEND_TEST_HOOKS=1): hold the start until a file exists, to watch a daemon whose owner is starting. */
 async function testHold(): Promise<void> {
   const path = process.env['TOKEND_TEST_HOOKS'] === '1' ? process.env['TOKEND_TEST_HOLD_START'] : undefined;
@@ -51,11 +35,10 @@ async function testHold(): Promise<void> {
 }
 
 export default function attach(task: AttachTask): string {
-  events = task.events;
-  for (const event of early.splice(0)) events.postMessage(event);
+  const emit = (event: OwnerEvent): void => task.events.postMessage(event);
   const api: OwnerApi = {
     start(options) {
-      starting ??= startOwner(options);
+      starting ??= startOwner(options, emit);
       return starting;
     },
     setListen: (listen) => requireOwner().setListen(listen),
