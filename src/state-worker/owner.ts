@@ -77,7 +77,7 @@ export class Owner {
     try {
       await this.#store.prepare();
       await this.#lock.acquire(this.#opts.owner, (e) => this.#onLockCompromised(e));
-      const { state, movedAsideTo } = await this.#store.load(this.#opts.moveCorruptAside);
+      const [{ state, movedAsideTo }] = await Promise.all([this.#store.load(this.#opts.moveCorruptAside), this.#store.removeStrayTemps()]);
       if (movedAsideTo) this.#log.warn({ movedAsideTo }, 'state file was corrupt: moved aside, starting without tokens');
       this.#state = state;
       if (state.intent && state.tokens?.refreshToken && state.intent.refreshFingerprint === fingerprint(state.tokens.refreshToken)) {

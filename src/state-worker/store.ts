@@ -34,9 +34,16 @@ export class StateStore {
     this.#tempPrefix = `.${basename(path)}.tmp-`;
   }
 
-  /** Create the directory (0700) if missing and remove temp files a crash left behind. */
+  /** Create the directory (0700) if missing. */
   async prepare(): Promise<void> {
     await mkdir(this.#dir, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * Remove temp files a crash left behind. Only with the lock held: before
+   * it, the temp file could be a live owner's write in progress.
+   */
+  async removeStrayTemps(): Promise<void> {
     for (const name of await readdir(this.#dir)) {
       if (name.startsWith(this.#tempPrefix)) await unlink(join(this.#dir, name)).catch(() => undefined);
     }

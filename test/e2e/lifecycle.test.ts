@@ -27,6 +27,24 @@ describe('ownership of the state file', () => {
     keep(first);
   });
 
+  it("a second daemon leaves the owner's files alone; a restart after a crash removes the temp files it left", async () => {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
+    const temp = join(dir, '.tokens.json.tmp-inflight');
+    const first = await Daemon.start(stubEnv(suite.stub, stateFile));
+    writeFileSync(temp, '{"access_token": "half wr');
+    const second = keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
+    assert.equal(second.result.code, 75);
+    assert.ok(existsSync(temp), "the second daemon removed the owner's temp file");
+    first.kill('SIGKILL');
+    await first.exited;
+    keep(first);
+    const restarted = await Daemon.start(stubEnv(suite.stub, stateFile));
+    assert.ok(!existsSync(temp), 'a temp file left by a crash must be removed at start');
+    assert.equal((await restarted.stop()).code, 0);
+    keep(restarted);
+  });
+
   it('while the owner thread starts, /healthz answers, /readyz says starting and GET /token waits for the state', async () => {
     const dir = tempDir();
     const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
