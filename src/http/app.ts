@@ -5,7 +5,7 @@
  * daemon. No request can crash it: throws and rejections land in onError.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import polka from 'polka';
+import polka, { type Middleware } from 'polka';
 import { TokendError, httpStatusOf, isErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../main/metrics.js';
@@ -22,8 +22,12 @@ export interface HttpOptions extends GuardOptions {
   readonly starting: () => Promise<void> | null;
 }
 
-const STARTED = Symbol('started');
-type Timed = IncomingMessage & { path?: string; [STARTED]?: number | undefined };
+/**
+ * A route as the dispatch calls it: the path and the start time travel as
+ * arguments, never as properties added to Node's request object (that gives
+ * every IncomingMessage a second shape, and Node's own code slows down on it).
+ */
+type Served = (req: IncomingMessage, res: ServerResponse, path: string, t0: number) => void;
 
 export function createHttpServer(opts: HttpOptions): Server {
   const table = routes(opts.backend);
@@ -37,18 +41,14 @@ export function createHttpServer(opts: HttpOptions): Server {
   const stats = opts.metrics.trackRequests(labels);
 
   /** Request timing without a 'finish' listener per request: recorded where each answer is sent. */
-  const record = (req: Timed, res: ServerResponse, route: number): void => {
-    const t0 = req[STARTED];
-    if (t0 === undefined) return;
-    req[STARTED] = undefined;
+  const record = (res: ServerResponse, route: number, t0: number): void =>
     stats.request(route, res.statusCode, (performance.now() - t0) / 1000);
-  };
 
-  const onError = (err: unknown, req: Timed, res: ServerResponse, route: number): void => {
+  const onError = (err: unknown, res: ServerResponse, route: number, t0: number): void => {
     try {
       answerError(err instanceof Error || typeof err === 'string' ? err : new Error(String(err)), res);
     } finally {
-      record(req, res, route);
+      record(res, route, t0);
     }
   };
   const app = polka();
@@ -72,41 +72,51 @@ export function createHttpServer(opts: HttpOptions): Server {
    * step per request cost ~30% of throughput in `npm run bench`.
    * Answers the request and returns true when it must not reach the route.
    */
-  const refuse = (req: Timed & { path: string }, res: ServerResponse, route: number): boolean => {
-    req[STARTED] = performance.now();
+  const refuse = (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
     if (opts.isDraining()) {
       fail(res, 'shutting_down', 'tokend is shutting down', { connection: 'close' });
-    } else {
-      const refused = guard(req, req.path);
-      if (!refused) return false;
-      sendError(res, refused);
+      return true;
     }
-    record(req, res, route);
+    const refused = guard(req, path);
+    if (!refused) return false;
+    sendError(res, refused);
     return true;
   };
   /** A route's handler behind the guards, timed; a throw or a rejection lands in onError. */
   const serve =
-    (route: number, handler: (req: Timed & { path: string }, res: ServerResponse) => void | Promise<void>) =>
-    (req: Timed & { path: string }, res: ServerResponse): void => {
+    (route: number, handler: (req: IncomingMessage, res: ServerResponse, path: string) => void | Promise<void>): Served =>
+    (req, res, path, t0) => {
       try {
-        if (refuse(req, res, route)) return;
-        const out = handler(req, res);
-        if (out instanceof Promise) out.then(() => record(req, res, route), (err: unknown) => onError(err, req, res, route));
-        else record(req, res, route);
+        if (refuse(req, res, path)) return record(res, route, t0);
+        const out = handler(req, res, path);
+        if (out instanceof Promise) out.then(() => record(res, route, t0), (err: unknown) => onError(err, res, route, t0));
+        else record(res, route, t0);
       } catch (err) {
-        onError(err, req, res, route);
+        onError(err, res, route, t0);
       }
     };
+  // polka's router holds each route's Served function; only the dispatch below calls them, with their own signature.
   for (const r of table) {
-    const handler = serve(labels.indexOf(r.path), r.handler);
+    const handler = serve(labels.indexOf(r.path), r.handler) as unknown as Middleware;
     if (r.method === 'GET') app.get(r.path, handler);
     else app.post(r.path, handler);
   }
-  const noMatch = serve(OTHER, (req, res) => {
-    const methods = allowed.get(req.path);
-    if (methods) fail(res, 'method_not_allowed', `${req.method} is not allowed on ${req.path}`, { allow: methods.join(', ') });
-    else fail(res, 'not_found', `no route ${req.path}`);
+  // Each route is a fixed path: ask polka's router once per route and method, not once per request
+  // (its find() builds arrays on every call). Anything else (HEAD, unknown paths) still goes to find().
+  const resolved = new Map<string, Map<string, Served>>();
+  for (const r of table) {
+    const byMethod = resolved.get(r.path) ?? new Map<string, Served>();
+    byMethod.set(r.method, app.find(r.method, r.path).handlers[0] as unknown as Served);
+    resolved.set(r.path, byMethod);
+  }
+  const noMatch = serve(OTHER, (req, res, path) => {
+    const methods = allowed.get(path);
+    if (methods) fail(res, 'method_not_allowed', `${req.method} is not allowed on ${path}`, { allow: methods.join(', ') });
+    else fail(res, 'not_found', `no route ${path}`);
   });
+  const notYetReady = serve(labels.indexOf('/readyz'), (_req, res) =>
+    fail(res, 'not_ready', 'starting: the owner thread is taking the lock and loading the state file'),
+  );
 
   /**
    * polka routes (its router: `app.find`); the request loop is this one.
@@ -114,19 +124,19 @@ export function createHttpServer(opts: HttpOptions): Server {
    * throughput in `npm run bench`, and each tokend route is one handler.
    */
   const dispatch = (req: IncomingMessage, res: ServerResponse): void => {
-    const r = req as Timed & { path: string };
+    const t0 = performance.now();
     const url = req.url ?? '/';
     const query = url.indexOf('?');
-    r.path = query === -1 ? url : url.slice(0, query);
-    const route = (app.find(req.method as Parameters<typeof app.find>[0], r.path).handlers[0] as ReturnType<typeof serve> | undefined) ?? noMatch;
+    const path = query === -1 ? url : url.slice(0, query);
+    const route =
+      resolved.get(path)?.get(req.method!) ??
+      (app.find(req.method as Parameters<typeof app.find>[0], path).handlers[0] as unknown as Served | undefined) ??
+      noMatch;
     const starting = opts.starting();
-    if (starting === null || r.path === '/healthz') return route(r, res);
-    if (r.path === '/readyz') return notYetReady(r, res);
-    void starting.then(() => route(r, res));
+    if (starting === null || path === '/healthz') return route(req, res, path, t0);
+    if (path === '/readyz') return notYetReady(req, res, path, t0);
+    void starting.then(() => route(req, res, path, t0));
   };
-  const notYetReady = serve(labels.indexOf('/readyz'), (_req, res) =>
-    fail(res, 'not_ready', 'starting: the owner thread is taking the lock and loading the state file'),
-  );
 
   const server = createServer(
     {

@@ -52,21 +52,17 @@ function unavailable(s: Snapshot): ErrorData {
  * The /token body changes only with the snapshot and the second (expires_in):
  * serialize it once per second, not once per request.
  */
-let cached: { snapshot: Snapshot; second: number; body: string; length: number } | null = null;
+let cached: { snapshot: Snapshot; second: number; body: string; headers: Record<string, string | number> } | null = null;
 function sendToken(res: ServerResponse, s: Snapshot, now: number): void {
   const second = Math.floor(now / 1000);
   if (cached?.snapshot !== s || cached.second !== second) {
     const body = JSON.stringify(tokenBody(s, second * 1000));
-    cached = { snapshot: s, second, body, length: Buffer.byteLength(body) };
+    const headers = { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
+    cached = { snapshot: s, second, body, headers };
   }
-  res.writeHead(200, tokenHeaders(cached.length));
+  res.writeHead(200, cached.headers);
   res.end(cached.body);
 }
-const tokenHeaders = (length: number): Record<string, string | number> => ({
-  'content-type': 'application/json; charset=utf-8',
-  'content-length': length,
-  'cache-control': 'no-store',
-});
 
 export function routes(backend: Backend): Route[] {
   // Synchronous on the hot path: no promise, no microtask, no cross-thread hop.
