@@ -7,14 +7,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import polka, { type Middleware } from 'polka';
 import { TokendError, httpStatusOf, isErrorCode } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Log } from '../log.js';
 import type { Metrics } from '../main/metrics.js';
 import { createGuard, type GuardOptions } from './guards.js';
 import { fail, sendError } from './reply.js';
 import { routes, type Backend } from './routes.js';
 
 export interface HttpOptions extends GuardOptions {
-  readonly log: Logger;
+  readonly log: Log;
   readonly metrics: Metrics;
   readonly backend: Backend;
   readonly isDraining: () => boolean;

@@ -4,15 +4,22 @@
  *
  * Most of a daemon's start is its owner thread booting (a V8 isolate and
  * Node's bootstrap of its own): for `tokend serve`, the default command, it
- * starts booting first, on the other core, while the commands load and the
- * config is parsed. Any other command never starts it.
+ * starts booting first, on the other core, while the rest loads. Any other
+ * command never starts it. `tokend` and `tokend serve` with no flags (the
+ * container's command; config from the environment) skip the argument parser.
  */
 import { startOwnerThread } from './owner-thread.js';
 
-const first = process.argv[2];
-const serving = first === undefined || first === 'serve' || (first.startsWith('--') && first !== '--help' && first !== '--version');
-const ownerThread = serving ? startOwnerThread() : null;
+const args = process.argv.slice(2);
+const first = args[0];
+const plainServe = args.length === 0 || (args.length === 1 && first === 'serve');
+const serving = plainServe || first === 'serve' || (first !== undefined && first.startsWith('--') && first !== '--help' && first !== '--version');
+const runtime = { exit: (code: number): never => process.exit(code), ownerThread: serving ? startOwnerThread() : null };
 
-const exit = (code: number): never => process.exit(code);
-const { run } = await import('./commands.js');
-exit(await run(process.argv, { exit, ownerThread }));
+if (plainServe) {
+  const { serveCommand } = await import('./serve.js');
+  runtime.exit(await serveCommand({}, runtime));
+} else {
+  const { run } = await import('./commands.js');
+  runtime.exit(await run(process.argv, runtime));
+}

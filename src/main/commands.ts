@@ -7,10 +7,8 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { exitCodeOf, isErrorCode, TokendError } from '../errors.js';
 import type { TokendClient, TokendClientError } from '../client/index.js';
-import { ConfigError, envNames, loadConfig, type Config, type OptionName, type RawOptions } from './config.js';
-import type { Logger } from '../log.js';
-import type { RunningDaemon } from './daemon.js';
-import type { OwnerThread } from './owner-thread.js';
+import { envNames, type OptionName, type RawOptions } from './config.js';
+import { configOrExit, guardSignals, say, serve, type Runtime } from './serve.js';
 import { printStatus } from './status.js';
 import { runTokenExec, readSetInput } from './client-commands.js';
 
@@ -65,10 +63,6 @@ async function client(opts: RawOptions): Promise<TokendClient> {
   });
 }
 
-function say(line: string): void {
-  process.stderr.write(`tokend: ${line}\n`);
-}
-
 /** Map a client failure to its message and exit code. */
 function clientFailure(err: unknown): number {
   if (err instanceof TokendError) {
@@ -82,83 +76,6 @@ function clientFailure(err: unknown): number {
   }
   say((err as Error).message);
   return 1;
-}
-
-/**
- * Signal handlers first: a signal during start must still end in a clean stop
- * (and as PID 1, Node ignores SIGTERM unless a handler is installed). A second
- * signal exits at once: every change is already on disk.
- */
-function guardSignals(log: Logger, exit: (code: number) => never): { attach(stop: (reason: string) => Promise<number>): void } {
-  let stop: ((reason: string) => Promise<number>) | null = null;
-  let requested: string | null = null;
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1) {
-      log.warn({ signal }, 'second signal: exiting at once');
-      exit(1);
-    }
-    requested = signal;
-    if (stop) void stop(signal);
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  process.on('SIGHUP', onSignal);
-  const fatal = (err: unknown): void => {
-    log.fatal({ err: (err as Error)?.message }, 'fatal error');
-    if (!stop) exit(1);
-    void stop('fatal error').then(() => exit(1));
-  };
-  process.on('uncaughtException', fatal);
-  process.on('unhandledRejection', fatal);
-  return {
-    attach(fn) {
-      stop = fn;
-      if (requested) void fn(requested);
-    },
-  };
-}
-
-function configOrExit(opts: RawOptions, needsProvider: boolean): Config | null {
-  try {
-    return loadConfig(opts, process.env, { needsProvider });
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    for (const p of err.problems) say(p);
-    return null;
-  }
-}
-
-async function serve(opts: RawOptions, runtime: Runtime): Promise<number> {
-  const config = configOrExit(opts, true);
-  if (!config) return 2;
-  // Loaded on demand: client commands start without the daemon's modules.
-  // The daemon first: it starts the owner thread, which boots while the logger loads.
-  const { startDaemon, StartError } = await import('./daemon.js');
-  const pretty = process.stderr.isTTY === true;
-  const logging = import('../log.js').then(({ createLogger }) => createLogger(config.logLevel, pretty, 'tokend'));
-  const starting = startDaemon(config, logging, runtime.ownerThread);
-  starting.catch(() => undefined); // handled below, once the logger is up
-  const log = await logging;
-  const guard = guardSignals(log, runtime.exit);
-  let daemon: RunningDaemon;
-  try {
-    daemon = await starting;
-  } catch (err) {
-    if (!(err instanceof StartError)) throw err;
-    say(err.error.message);
-    return err.exitCode;
-  }
-  guard.attach((reason) => daemon.stop(reason));
-  if (daemon.status() === 'waiting_for_login' && process.stdin.isTTY === true && process.stderr.isTTY === true) {
-    // A person is at the terminal: run the login here instead of only waiting for one.
-    log.info('no tokens yet: starting the login (interactive terminal)');
-    void import('./login-command.js')
-      .then(({ runLogin }) => runLogin(config, { browser: true, timeoutMs: 600_000, waitForApproval: true, listen: daemon.address }))
-      .catch((err: Error) => log.warn({ err: err.message }, 'login did not complete; run `tokend login` to try again'));
-  }
-  return daemon.done;
 }
 
 export function buildProgram(setExit: (code: number) => void, runtime: Runtime): Command {
@@ -290,12 +207,6 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
   program.addCommand(addOptions(devCmd, [['listen', 'where the daemon listens (default 127.0.0.1:4242)'], ['logLevel', 'log level']]));
 
   return program;
-}
-
-/** What the executable hands the commands: how to exit, and an owner thread already booting for `serve`. */
-export interface Runtime {
-  readonly exit: (code: number) => never;
-  readonly ownerThread: OwnerThread | null;
 }
 
 /** Run the command line; resolves with the exit code. */

@@ -18,6 +18,7 @@ import type { EventHub } from '../http/events.js';
 import type { Logger } from '../log.js';
 import { formatListen, type Config, type Listen } from './config.js';
 import { Metrics } from './metrics.js';
+import { deferredLog } from '../deferred-log.js';
 import { OwnerHandle } from './owner-handle.js';
 import type { OwnerThread } from './owner-thread.js';
 
@@ -67,7 +68,7 @@ export class StartError extends Error {
 /**
  * `logging` is still loading when this is called, and `thread` (when given)
  * is already booting: the owner takes the lock and loads the state on the
- * other core while this thread loads the logger and the HTTP side.
+ * other core while this thread loads the HTTP side, listens, and then the logger.
  */
 export async function startDaemon(config: Config, logging: Promise<Logger>, thread: OwnerThread | null = null): Promise<RunningDaemon> {
   const metrics = new Metrics();
@@ -82,7 +83,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     onRestart: () => metrics.workerRestarted(),
     onFatal: (e) => fatal(e),
   }, thread);
-  const [log, { EventHub }, { createHttpServer }] = await Promise.all([logging, import('../http/events.js'), import('../http/app.js')]);
+  const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
   // Until the owner has answered, requests wait for it (/healthz and /readyz answer at once).
   let owner: OwnerHandle | null = null;
   let opened!: () => void;
@@ -97,7 +98,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     apiKey: config.apiKey,
     allowedOrigins: config.allowedOrigins,
     allowedHosts: config.allowedHosts,
-    log,
+    log: deferredLog(logging),
     metrics,
     isDraining: () => draining,
     starting: () => ownerStarting,
@@ -127,6 +128,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     const message = `cannot listen on ${formatListen(config.listen)}: ${e.code === 'EADDRINUSE' ? 'address already in use' : (e.code ?? e.message)}`;
     throw new StartError({ code: 'config_invalid', message }, 1);
   }
+  const log = await logging;
   log.debug({ listen: address }, 'listening; the owner thread is starting');
   const started = await starting;
   if (!started.ok) {

@@ -17,7 +17,7 @@ it('only oauth.ts talks to the provider from the daemon; undici is used nowhere 
 });
 
 it('the daemon main thread and the HTTP layer never load owner-thread code (the contract is imported as types only)', () => {
-  const mainSide = files.filter((f) => /^(http\/|main\/(daemon|owner-handle|owner-thread|metrics|cli|commands|config)\.ts)/.test(rel(f)));
+  const mainSide = files.filter((f) => /^(http\/|main\/(daemon|owner-handle|owner-thread|metrics|cli|commands|serve|config)\.ts)/.test(rel(f)));
   for (const f of mainSide) {
     for (const i of imports(f)) {
       assert.ok(!i.spec.includes('state-worker/') || i.typeOnly, `${rel(f)} loads ${i.spec}`);
