@@ -17,7 +17,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { Agent, request as httpRequest } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { freePort, stateFileWith, tempDir } from '../test/fixtures/daemon.ts';
 import { MonzoStub } from '../test/fixtures/monzo-stub.ts';
@@ -92,6 +92,28 @@ function autocannon(port: number, connections: number, seconds: number, pid: num
   return { rps: j.requests.average, cpuUs, p50: j.latency.p50, p99: j.latency.p99, errors: j.errors + j.non2xx };
 }
 
+/**
+ * Sequential GET /token on one keep-alive connection, each timed with
+ * performance.now(): autocannon reports latency in whole milliseconds, and
+ * at concurrency 1 both servers answer in well under one.
+ */
+async function sequentialLatency(port: number, n: number): Promise<{ p50: number; p99: number }> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const us: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: '/token', agent }, (res) => res.resume().on('end', resolve));
+      req.on('error', reject);
+      req.end();
+    });
+    us.push((performance.now() - t0) * 1000);
+  }
+  agent.destroy();
+  us.sort((a, b) => a - b);
+  return { p50: us[Math.floor(n * 0.5)]!, p99: us[Math.floor(n * 0.99)]! };
+}
+
 async function main(): Promise<void> {
   const stub = await new MonzoStub().start();
   const dir = tempDir('tokend-bench-');
@@ -138,6 +160,20 @@ async function main(): Promise<void> {
     load[`c${c}`] = { pairs, medianRpsRatio: median(rpsRatios), medianP99Ratio: median(p99Ratios), medianCpuRatio: median(cpuRatios) };
   }
   results['load'] = load;
+
+  // ---- latency at concurrency 1, microseconds -------------------------------------
+  if (hasTaskset) spawnSync('taskset', ['-cp', '1', String(process.pid)]);
+  await sequentialLatency(tPort, 500);
+  await sequentialLatency(bPort, 500);
+  const lat: Array<{ t: { p50: number; p99: number }; b: { p50: number; p99: number } }> = [];
+  for (let i = 0; i < ROUNDS; i++) lat.push({ b: await sequentialLatency(bPort, 3000), t: await sequentialLatency(tPort, 3000) });
+  if (hasTaskset) spawnSync('taskset', ['-cp', '0,1', String(process.pid)]);
+  const latP50 = median(lat.map((l) => l.t.p50 / l.b.p50));
+  const latP99 = median(lat.map((l) => l.t.p99 / l.b.p99));
+  console.log(
+    `\n  latency, one request at a time (3,000 per round, µs): tokend p50/p99 ${fmt(median(lat.map((l) => l.t.p50)), 0)}/${fmt(median(lat.map((l) => l.t.p99)), 0)}, bare ${fmt(median(lat.map((l) => l.b.p50)), 0)}/${fmt(median(lat.map((l) => l.b.p99)), 0)}; median ratios p50 ${fmt(latP50)}, p99 ${fmt(latP99)}`,
+  );
+  results['latencyC1'] = { rounds: lat, medianP50Ratio: latP50, medianP99Ratio: latP99 };
 
   // ---- idle RSS --------------------------------------------------------------
   await new Promise((r) => setTimeout(r, 2_000));
