@@ -79,6 +79,17 @@ function clientFailure(err: unknown): number {
 }
 
 export function buildProgram(setExit: (code: number) => void, runtime: Runtime): Command {
+  /** A command that talks to a daemon: it resolves with its exit code; a failure is said, with its own. */
+  const clientAction =
+    <A extends unknown[]>(fn: (...args: A) => Promise<number>) =>
+    async (...args: A): Promise<void> => {
+      try {
+        setExit(await fn(...args));
+      } catch (err) {
+        setExit(clientFailure(err));
+      }
+    };
+
   const program = new Command('tokend')
     .description('A local OAuth2 token daemon: keeps one account\'s tokens fresh and durable, and serves them to local programs.')
     .version(pkg.version, '-V, --version')
@@ -96,39 +107,29 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
     .option('--exec', 'run the command after -- with the token in $TOKEND_ACCESS_TOKEN')
     .option('--env <name>', 'environment variable name for --exec', 'TOKEND_ACCESS_TOKEN')
     .argument('[command...]', 'command to run with --exec')
-    .action(async (command: string[], opts: RawOptions & { exec?: boolean; env: string }) => {
-      try {
+    .action(
+      clientAction(async (command: string[], opts: RawOptions & { exec?: boolean; env: string }) => {
         const token = await (await client(opts)).getAccessToken();
-        if (opts.exec) return setExit(await runTokenExec(command, opts.env, token));
+        if (opts.exec) return runTokenExec(command, opts.env, token);
         process.stdout.write(`${token}\n`);
-        setExit(0);
-      } catch (err) {
-        setExit(clientFailure(err));
-      }
-    });
+        return 0;
+      }),
+    );
   program.addCommand(addOptions(tokenCmd, clientOptions));
 
   const statusCmd = new Command('status')
     .description('show the daemon\'s state, human readable (exit 1 unless ready)')
     .option('--json', 'print GET /state as JSON')
-    .action(async (opts: RawOptions & { json?: boolean }) => {
-      try {
-        setExit(await printStatus(await client(opts), opts.json === true));
-      } catch (err) {
-        setExit(clientFailure(err));
-      }
-    });
+    .action(clientAction(async (opts: RawOptions & { json?: boolean }) => printStatus(await client(opts), opts.json === true)));
   program.addCommand(addOptions(statusCmd, clientOptions));
 
-  const refreshCmd = new Command('refresh').description('refresh the tokens now and print the new expiry').action(async (opts: RawOptions) => {
-    try {
+  const refreshCmd = new Command('refresh').description('refresh the tokens now and print the new expiry').action(
+    clientAction(async (opts: RawOptions) => {
       const r = await (await client(opts)).refresh();
       process.stdout.write(`refreshed: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
-      setExit(0);
-    } catch (err) {
-      setExit(clientFailure(err));
-    }
-  });
+      return 0;
+    }),
+  );
   program.addCommand(addOptions(refreshCmd, clientOptions));
 
   const setCmd = new Command('set')
@@ -137,16 +138,14 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
     .option('--access-token <token>', 'access token')
     .option('--refresh-token <token>', 'refresh token')
     .option('--expires-in <seconds>', 'access token lifetime in seconds')
-    .action(async (opts: RawOptions & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
-      try {
+    .action(
+      clientAction(async (opts: RawOptions & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
         const input = await readSetInput(opts);
         const r = await (await client(opts)).setTokens(input);
         process.stdout.write(`tokens set: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
-        setExit(0);
-      } catch (err) {
-        setExit(clientFailure(err));
-      }
-    });
+        return 0;
+      }),
+    );
   program.addCommand(addOptions(setCmd, clientOptions));
 
   const loginCmd = new Command('login')

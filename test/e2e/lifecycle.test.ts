@@ -14,11 +14,14 @@ function keep<T extends { output: string }>(p: T): T {
   return p;
 }
 
+/** A second `tokend serve` on a state file another daemon owns; it runs to its exit. */
+const secondDaemon = async (stateFile: string) => keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
+
 describe('ownership of the state file', () => {
   it('a second daemon on the same file exits 75 naming the owner (pid, address)', async () => {
     const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
     const first = await Daemon.start(stubEnv(suite.stub, stateFile));
-    const second = keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
+    const second = await secondDaemon(stateFile);
     assert.equal(second.result.code, 75);
     assert.match(second.stderr, new RegExp(`owned by pid ${first.pid} on .* listening on ${first.address.replace(/\./g, '\\.')}`));
     assert.equal(second.stdout, '');
@@ -33,7 +36,7 @@ describe('ownership of the state file', () => {
     const temp = join(dir, '.tokens.json.tmp-inflight');
     const first = await Daemon.start(stubEnv(suite.stub, stateFile));
     writeFileSync(temp, '{"access_token": "half wr');
-    const second = keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
+    const second = await secondDaemon(stateFile);
     assert.equal(second.result.code, 75);
     assert.ok(existsSync(temp), "the second daemon removed the owner's temp file");
     first.kill('SIGKILL');
