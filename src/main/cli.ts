@@ -16,12 +16,12 @@ const first = args[0];
 const plainServe = args.length === 0 || (args.length === 1 && first === 'serve');
 const serving = plainServe || first === 'serve' || (first !== undefined && first.startsWith('--') && first !== '--help' && first !== '--version');
 if (serving) {
-  // V8's memory reducer collects and shrinks the heap once a process goes
-  // idle; the next burst of requests then meets incremental marking and a
-  // young generation grown again from its minimum. For a daemon that idles
-  // between bursts that cost ~25% of GET /token's CPU per request in the
-  // first seconds of a burst (npm run bench style A/B with idle gaps: 1.37x
-  // a bare server with it, 1.09-1.15x without), for ~4 MB of idle RSS.
+  // V8's memory reducer collects and shrinks the heap once the process goes
+  // idle, so the next burst of requests meets incremental marking and a young
+  // generation growing again from its minimum. A daemon idles between bursts:
+  // in A/B runs with idle gaps that cost GET /token 1.25-1.37x a bare server's
+  // CPU per request, against 1.05-1.15x with the reducer off, which costs
+  // ~4 MB of idle RSS.
   setFlagsFromString('--no-memory-reducer');
 }
 const runtime = { exit: (code: number): never => process.exit(code), ownerThread: serving ? startOwnerThread() : null };
