@@ -87,7 +87,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
   // Until the owner has answered, requests wait for it (/healthz and /readyz answer at once).
   let owner: OwnerHandle | null = null;
   let opened!: () => void;
-  let ownerStarting: Promise<void> | null = new Promise<void>((resolve) => (opened = resolve));
+  const opening = new Promise<void>((resolve) => (opened = resolve));
   const current = (): OwnerHandle => owner!;
   hub = new EventHub(() => current().snapshot);
 
@@ -101,7 +101,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     log: deferredLog(logging),
     metrics,
     isDraining: () => draining,
-    starting: () => ownerStarting,
+    starting: () => (owner ? null : opening),
     backend: {
       snapshot: () => current().snapshot,
       ensureFresh: () => current().ensureFresh(),
@@ -140,7 +140,6 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
   }
   const running = (owner = started.value);
   metrics.setSnapshot(running.snapshot);
-  ownerStarting = null;
   opened();
   ownerInfo.listen = address;
   await running.setListen(address);

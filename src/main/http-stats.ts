@@ -49,11 +49,6 @@ export class HttpStats {
     this.#totals = new Float64Array(routes.length);
   }
 
-  /** The index of a route label (as given to the constructor), or -1. */
-  indexOf(route: string): number {
-    return this.#routes.indexOf(route);
-  }
-
   request(route: number, status: number, seconds: number): void {
     const s = status >= MIN_STATUS && status < MIN_STATUS + STATUSES ? status - MIN_STATUS : 500 - MIN_STATUS;
     this.#counts[route * STATUSES + s]!++;

@@ -14,7 +14,8 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
 import type { OwnerEvent, OwnerOptions, RefreshTrigger, Result, SetTokensInput, Snapshot } from '../contract.js';
 import type { ErrorData } from '../errors.js';
-import type { Logger } from '../log.js';
+import { deferredLog } from '../deferred-log.js';
+import type { Log, Logger } from '../log.js';
 import { releaseOwner, wrapOwner, type OwnerRemote } from '../protocol.js';
 import { startOwnerThread, type OwnerThread } from './owner-thread.js';
 
@@ -33,10 +34,10 @@ const died: ErrorData = { code: 'internal_error', message: 'the owner thread sto
 
 export class OwnerHandle {
   readonly #options: OwnerOptions;
-  /** The logger loads while the thread boots: the handle logs only on failures, once it has loaded. */
-  readonly #log: Promise<Logger>;
+  /** The logger may still be loading while the thread boots: lines wait for it. */
+  readonly #log: Log;
   /** The owner thread's lines, marked as such. */
-  readonly #ownerLog: Promise<Logger>;
+  readonly #ownerLog: Log;
   #closed: (() => void) | null = null;
   readonly #events: OwnerHandleEvents;
   readonly #pool: Piscina;
@@ -51,11 +52,11 @@ export class OwnerHandle {
 
   private constructor(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents, thread: OwnerThread) {
     this.#options = options;
-    this.#log = log;
-    this.#ownerLog = log.then((l) => l.child({ thread: 'owner' }));
+    this.#log = deferredLog(log);
+    this.#ownerLog = deferredLog(log.then((l) => l.child({ thread: 'owner' })));
     this.#events = events;
     this.#pool = thread.pool;
-    thread.onError((err) => void this.#log.then((log) => log.error({ err: err.message }, 'owner thread failed')));
+    thread.onError((err) => this.#log.error({ err: err.message }, 'owner thread failed'));
   }
 
   /**
@@ -105,7 +106,7 @@ export class OwnerHandle {
       for (let attempt = 1; attempt <= 10 && !this.#closing; attempt++) {
         const r = await this.#attach();
         if (r.ok) {
-          void this.#log.then((log) => log.info({ version: r.value.version }, 'owner thread restarted'));
+          this.#log.info({ version: r.value.version }, 'owner thread restarted');
           return;
         }
         if (r.error.details?.['retry'] !== true) return this.#events.onFatal(r.error);
@@ -120,8 +121,7 @@ export class OwnerHandle {
   #onEvent(event: OwnerEvent): void {
     if (event.type === 'snapshot') this.#adopt(event.snapshot);
     else if (event.type === 'log') {
-      const { level, fields, msg } = event;
-      void this.#ownerLog.then((log) => log[level](fields, msg));
+      this.#ownerLog[event.level](event.fields, event.msg);
     } else if (event.type === 'closed') this.#closed?.();
     else this.#events.onEvent(event);
   }
@@ -152,7 +152,7 @@ export class OwnerHandle {
       this.#events.onFatal({ code: 'internal_error', message: `the owner thread died ${this.#restarts.length} times within a minute` });
       return;
     }
-    void this.#log.then((log) => log.error('owner thread died; starting a new one from the state file'));
+    this.#log.error('owner thread died; starting a new one from the state file');
     this.#events.onRestart();
     void this.#reattach();
   }

@@ -8,38 +8,43 @@
  * stops, RPC calls hang, refresh timers never fire and proper-lockfile's
  * refresher freezes until another process steals the lock.
  */
-import { existsSync } from 'node:fs';
-import type { AttachTask, OwnerApi, OwnerEvent, OwnerOptions, Result, Snapshot } from '../contract.js';
+import { existsSync, watch } from 'node:fs';
+import { dirname } from 'node:path';
+import type { AttachTask, OwnerApi, OwnerEvent } from '../contract.js';
 import { exposeOwner } from '../protocol.js';
 import { forwardingLog } from './log-forward.js';
 import { Owner, toResult } from './owner.js';
 
 let owner: Owner | null = null;
-let starting: Promise<Result<Snapshot>> | null = null;
 
-/** Never rejects: a failure is a Result. */
-async function startOwner(options: OwnerOptions, emit: (event: OwnerEvent) => void): Promise<Result<Snapshot>> {
-  try {
-    await testHold();
-    owner = new Owner(options, forwardingLog(options.logLevel, emit), emit);
-    return await owner.start();
-  } catch (e) {
-    return toResult(e);
-  }
-}
-
-/** Test hook (TOKEND_TEST_HOOKS=1): hold the start until a file exists, to watch a daemon whose owner is starting. */
+/**
+ * Test hook (TOKEND_TEST_HOOKS=1): hold the start until a file exists, to
+ * watch a daemon whose owner is starting. Its directory is watched, not the
+ * file (a file watch follows the inode, and this one does not exist yet).
+ */
 async function testHold(): Promise<void> {
   const path = process.env['TOKEND_TEST_HOOKS'] === '1' ? process.env['TOKEND_TEST_HOLD_START'] : undefined;
-  while (path !== undefined && !existsSync(path)) await new Promise((resolve) => setTimeout(resolve, 10));
+  if (path === undefined) return;
+  await new Promise<void>((resolve) => {
+    const watcher = watch(dirname(path), () => {
+      if (existsSync(path)) done();
+    });
+    const done = (): void => {
+      watcher.close();
+      resolve();
+    };
+    if (existsSync(path)) done();
+  });
 }
 
 export default function attach(task: AttachTask): string {
   const emit = (event: OwnerEvent): void => task.events.postMessage(event);
   const api: OwnerApi = {
-    start(options) {
-      starting ??= startOwner(options, emit);
-      return starting;
+    async start(options) {
+      if (owner) return { ok: false, error: { code: 'internal_error', message: 'owner already started in this thread' } };
+      await testHold();
+      owner = new Owner(options, forwardingLog(options.logLevel, emit), emit);
+      return owner.start().catch(toResult);
     },
     setListen: (listen) => requireOwner().setListen(listen),
     refresh: (trigger) => requireOwner().refresh(trigger).catch(toResult),
