@@ -58,6 +58,14 @@ function fill(dir: string): string {
 const start = async (stateFile: string): Promise<Daemon> => (await suite.start({ stateFile, env: { TOKEND_WAKE_INTERVAL_MS: '100' } })).d;
 const finish = suite.finish;
 
+/** Room again: once `logLine` is logged the live pair is on disk and /readyz is 200; then stop. */
+async function recovers(d: Daemon, stateFile: string, logLine: string): Promise<void> {
+  await d.waitForLog(logLine, 10_000);
+  assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, suite.stub.live!.refresh_token);
+  assert.equal((await d.request('GET', '/readyz')).status, 200);
+  await finish(d);
+}
+
 describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not permitted here' }, () => {
   it('full before a refresh: the refresh token is not redeemed, the old token is served, /readyz says why, and it recovers', async () => {
     const { dir, stateFile } = smallFs();
@@ -76,10 +84,7 @@ describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not 
     assert.equal(ready.status, 503);
     assert.match(String(ready.json['message']), /state file cannot be written/);
     unlinkSync(filler);
-    await d.waitForLog('token refreshed', 10_000);
-    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, suite.stub.live!.refresh_token);
-    assert.equal((await d.request('GET', '/readyz')).status, 200);
-    await finish(d);
+    await recovers(d, stateFile, 'token refreshed');
   });
 
   it('full after the provider rotated: the new pair is served from memory, written once there is room', async () => {
@@ -100,10 +105,7 @@ describe('a refusing disk', { skip: canMount ? false : 'mounting a tmpfs is not 
     assert.equal((await d.request('GET', '/token')).json['access_token'], suite.stub.live!.access_token);
     assert.equal((await d.request('GET', '/readyz')).status, 503);
     unlinkSync(filler);
-    await d.waitForLog('state written after earlier failures', 10_000);
-    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, suite.stub.live!.refresh_token);
-    assert.equal((await d.request('GET', '/readyz')).status, 200);
-    await finish(d);
+    await recovers(d, stateFile, 'state written after earlier failures');
   });
 
   it('a read-only file system: refused with a clear error, nothing changed, recovered after remount', async () => {

@@ -18,34 +18,20 @@ function keep<T extends { output: string }>(p: T): T {
 const secondDaemon = async (stateFile: string) => keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }));
 
 describe('ownership of the state file', () => {
-  it('a second daemon on the same file exits 75 naming the owner (pid, address)', async () => {
-    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+  it("a second daemon on the same file exits 75 naming the owner (pid, address), and leaves the owner's files alone", async () => {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     const first = await Daemon.start(stubEnv(suite.stub, stateFile));
+    const inFlight = join(dir, '.tokens.json.tmp-inflight');
+    writeFileSync(inFlight, '{"access_token": "half wr');
     const second = await secondDaemon(stateFile);
     assert.equal(second.result.code, 75);
+    assert.ok(existsSync(inFlight), "the second daemon removed the owner's temp file");
     assert.match(second.stderr, new RegExp(`owned by pid ${first.pid} on .* listening on ${first.address.replace(/\./g, '\\.')}`));
     assert.equal(second.stdout, '');
     assert.equal((await first.request('GET', '/token')).status, 200, 'the first daemon must keep serving');
     assert.equal((await first.stop()).code, 0);
     keep(first);
-  });
-
-  it("a second daemon leaves the owner's files alone; a restart after a crash removes the temp files it left", async () => {
-    const dir = tempDir();
-    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
-    const temp = join(dir, '.tokens.json.tmp-inflight');
-    const first = await Daemon.start(stubEnv(suite.stub, stateFile));
-    writeFileSync(temp, '{"access_token": "half wr');
-    const second = await secondDaemon(stateFile);
-    assert.equal(second.result.code, 75);
-    assert.ok(existsSync(temp), "the second daemon removed the owner's temp file");
-    first.kill('SIGKILL');
-    await first.exited;
-    keep(first);
-    const restarted = await Daemon.start(stubEnv(suite.stub, stateFile));
-    assert.ok(!existsSync(temp), 'a temp file left by a crash must be removed at start');
-    assert.equal((await restarted.stop()).code, 0);
-    keep(restarted);
   });
 
   it('while the owner thread starts, /healthz answers, /readyz says starting and GET /token waits for the state', async () => {
@@ -61,7 +47,8 @@ describe('ownership of the state file', () => {
     assert.match(String(ready.json['message']), /starting/);
     let released = false;
     const token = d.request('GET', '/token').then((r) => ({ ...r, afterRelease: released }));
-    // The token request is in; let the owner take the lock and load the state.
+    // A round trip after it: the token request has had every chance to be answered
+    // early (a missing gate answers it at once); then let the owner start.
     await d.request('GET', '/healthz');
     released = true;
     writeFileSync(release, '');
@@ -75,16 +62,20 @@ describe('ownership of the state file', () => {
     keep(d);
   });
 
-  it('after SIGKILL, a restart takes the lock over at once (the recorded pid is gone) and serves the same token', async () => {
-    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+  it('after SIGKILL, a restart takes the lock over at once (the recorded pid is gone), removes the temp files left, and serves the same token', async () => {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     const first = await Daemon.start(stubEnv(suite.stub, stateFile));
     const token = (await first.request('GET', '/token')).json['access_token'];
+    const left = join(dir, '.tokens.json.tmp-crashed');
+    writeFileSync(left, '{"access_token": "half wr');
     first.kill('SIGKILL');
     await first.exited;
     assert.ok(existsSync(`${stateFile}.lock`), 'SIGKILL leaves the lock directory behind');
     const started = Date.now();
     const second = await Daemon.start(stubEnv(suite.stub, stateFile));
     assert.ok(Date.now() - started < 5_000, 'must not wait out the stale timeout');
+    assert.ok(!existsSync(left), 'a temp file left by a crash must be removed at start');
     assert.equal((await second.request('GET', '/token')).json['access_token'], token);
     assert.equal((await second.stop()).code, 0);
     keep(second);
