@@ -176,11 +176,18 @@ async function main(): Promise<void> {
   results['latencyC1'] = { rounds: lat, medianP50Ratio: latP50, medianP99Ratio: latP99 };
 
   // ---- idle RSS --------------------------------------------------------------
+  // 2 s after the load, and again once tokend has been quiet long enough to
+  // trim what the load grew (src/main/idle-trim.ts: from 6 s of quiet).
   await new Promise((r) => setTimeout(r, 2_000));
   const rssMb = rss(tokend.pid!);
   const bareRssMb = rss(bare.pid!);
-  console.log(`\nidle RSS of the whole process (both threads): ${fmt(rssAtStartMb, 1)} MB after start, ${fmt(rssMb, 1)} MB after the load; bare server ${fmt(bareRssMb, 1)} MB`);
-  results['idleRssMb'] = { afterStart: rssAtStartMb, afterLoad: rssMb, bare: bareRssMb };
+  await new Promise((r) => setTimeout(r, 8_000));
+  const rssIdleMb = rss(tokend.pid!);
+  const bareRssIdleMb = rss(bare.pid!);
+  console.log(
+    `\nRSS of the whole process (both threads): ${fmt(rssAtStartMb, 1)} MB idle after start, ${fmt(rssMb, 1)} MB 2 s after the load, ${fmt(rssIdleMb, 1)} MB 10 s after it; bare server ${fmt(bareRssMb, 1)} / ${fmt(bareRssIdleMb, 1)} MB`,
+  );
+  results['idleRssMb'] = { afterStart: rssAtStartMb, afterLoad2s: rssMb, afterLoad10s: rssIdleMb, bare2s: bareRssMb, bare10s: bareRssIdleMb };
   bare.kill('SIGTERM');
   tokend.kill('SIGTERM');
   await Promise.all([exited(bare), exited(tokend)]);

@@ -20,8 +20,8 @@ if (serving) {
   // idle, so the next burst of requests meets incremental marking and a young
   // generation growing again from its minimum. A daemon idles between bursts:
   // in A/B runs with idle gaps that cost GET /token 1.25-1.37x a bare server's
-  // CPU per request, against 1.05-1.15x with the reducer off, which costs
-  // ~4 MB of idle RSS.
+  // CPU per request, against 1.05-1.15x with the reducer off. What a burst
+  // grew is handed back once the daemon has been idle for a while (idle-trim.ts).
   setFlagsFromString('--no-memory-reducer');
 }
 const runtime = { exit: (code: number): never => process.exit(code), ownerThread: serving ? startOwnerThread() : null };

@@ -1,8 +1,9 @@
 /**
  * Start and stop, in one place.
  *
- * Start is a handshake: the owner thread takes the lock and loads the state,
- * then answers; only then does the HTTP server listen. Stop is start
+ * Start: the owner thread takes the lock and loads the state while the HTTP
+ * server already listens (/healthz answers; routes that need the state wait
+ * for the owner's answer). Stop is start
  * reversed: refuse new work (503, Connection: close) → close the server →
  * let the refresh in flight settle (bounded) and flush → release the lock →
  * exit. A second signal exits at once: every change was already on disk.
@@ -18,6 +19,7 @@ import type { EventHub } from '../http/events.js';
 import type { Logger } from '../log.js';
 import { formatListen, type Config, type Listen } from './config.js';
 import { Metrics } from './metrics.js';
+import { trimWhenIdle } from './idle-trim.js';
 import { deferredLog } from '../deferred-log.js';
 import { OwnerHandle } from './owner-handle.js';
 import type { OwnerThread } from './owner-thread.js';
@@ -144,6 +146,11 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
   ownerInfo.listen = address;
   await running.setListen(address);
   log.info({ listen: address, stateFile: config.stateFile, status: running.snapshot.status }, 'tokend serving');
+  const trimmer = trimWhenIdle({
+    requests: () => metrics.requestsServed(),
+    onTrim: ({ youngBefore, youngAfter, rssBefore, rssAfter }) =>
+      log.debug({ youngMb: [mb(youngBefore), mb(youngAfter)], rssMb: [mb(rssBefore), mb(rssAfter)] }, 'idle: young generation trimmed'),
+  });
   if (process.env['TOKEND_TEST_HOOKS'] === '1') {
     // Test hook: SIGUSR2 kills the owner thread, to prove a restart loses nothing.
     process.on('SIGUSR2', () => void running.terminateThread());
@@ -157,6 +164,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     stopping ??= (async () => {
       log.info({ reason }, 'shutting down');
       draining = true;
+      trimmer.stop();
       hub!.closeAll();
       const closed = closeServer(server, 2_000);
       const result = await running.close(config.shutdownTimeoutMs);
@@ -237,3 +245,5 @@ function closeServer(server: Server, deadlineMs: number): Promise<void> {
     server.closeIdleConnections();
   });
 }
+
+const mb = (bytes: number): number => Math.round(bytes / 1024 / 102.4) / 10;

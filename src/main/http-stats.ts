@@ -59,6 +59,13 @@ export class HttpStats {
     this.#totals[route]!++;
   }
 
+  /** Requests recorded so far, all routes. */
+  get total(): number {
+    let n = 0;
+    for (const t of this.#totals) n += t;
+    return n;
+  }
+
   /** `tokend_http_requests_total` and `tokend_http_request_duration_seconds`, read at scrape time. */
   metrics(): CollectedMetric[] {
     const requests = collected('tokend_http_requests_total', 'HTTP requests by route and status', 'counter', () => {

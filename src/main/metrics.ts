@@ -28,6 +28,11 @@ export class Metrics {
     return this.#http;
   }
 
+  /** HTTP requests answered so far. */
+  requestsServed(): number {
+    return this.#http?.total ?? 0;
+  }
+
   load(): Promise<Instruments> {
     this.#loading ??= import('prom-client').then((client) => {
       const impl = new Instruments(client, () => this.#snapshot, this.#http);

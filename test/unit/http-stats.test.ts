@@ -16,6 +16,7 @@ describe('HTTP request metrics', () => {
     stats.request(0, 200, 0.0003);
     stats.request(0, 503, 0.002);
     stats.request(2, 404, 7);
+    assert.equal(stats.total, 4);
     const text = await exported(stats);
     assert.match(text, /^# TYPE tokend_http_requests_total counter$/m);
     assert.match(text, /^tokend_http_requests_total\{route="\/token",status="200"\} 2$/m);

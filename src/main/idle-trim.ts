@@ -1,0 +1,91 @@
+/**
+ * Hands back the memory a burst of requests made V8 take, once the burst is over.
+ *
+ * Under load V8 grows the young generation (here from 4 to 16 MB) and keeps it:
+ * tokend runs with V8's memory reducer off (see cli.ts), and without it only a
+ * collection at a low allocation rate shrinks the young generation again. So
+ * once requests have stopped for `idleMs` the trimmer runs a young-generation
+ * collection (~2 ms, on an idle thread). V8 judges the allocation rate over
+ * the last seconds (Node 20: after 5 s of quiet; Node 24 smooths it and takes
+ * longer): until a collection shrinks it, the trimmer tries again each tick,
+ * for at most `giveUpMs`.
+ */
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+export interface IdleTrimOptions {
+  /** Requests answered so far: the trimmer waits for it to stop moving. */
+  readonly requests: () => number;
+  /** Quiet time after the last request before trimming (default 6,000 ms). */
+  readonly idleMs?: number;
+  /** How long after `idleMs` a trim that V8 declines is tried again (default 30,000 ms). */
+  readonly giveUpMs?: number;
+  /** How often the request count is looked at (default 1,000 ms). */
+  readonly tickMs?: number;
+  /** Size of the young generation in bytes (default: V8's heap statistics). */
+  readonly youngSize?: () => number;
+  /** The trim itself (default: a young-generation collection). */
+  readonly trim?: () => void;
+  readonly onTrim?: (trimmed: { youngBefore: number; youngAfter: number; rssBefore: number; rssAfter: number }) => void;
+}
+
+export interface IdleTrimmer {
+  stop(): void;
+}
+
+export function trimWhenIdle(opts: IdleTrimOptions): IdleTrimmer {
+  const tickMs = opts.tickMs ?? 1_000;
+  const idleTicks = Math.ceil((opts.idleMs ?? 6_000) / tickMs);
+  const lastTick = idleTicks + Math.ceil((opts.giveUpMs ?? 30_000) / tickMs);
+  const youngSize = opts.youngSize ?? youngGenerationSize;
+  const trim = opts.trim ?? collectYoungGeneration;
+  // The size it had at start: a young generation that never grew is left alone.
+  const baseline = youngSize();
+  let seen = opts.requests();
+  let quiet = 0;
+  let pending = false;
+
+  const timer = setInterval(() => {
+    const now = opts.requests();
+    if (now !== seen) {
+      seen = now;
+      quiet = 0;
+      pending = true;
+      return;
+    }
+    if (!pending || ++quiet < idleTicks) return;
+    const youngBefore = youngSize();
+    // Nothing grew, or V8 kept declining: leave it until the next burst.
+    if (youngBefore <= baseline || quiet > lastTick) {
+      pending = false;
+      return;
+    }
+    const rssBefore = process.memoryUsage.rss();
+    trim();
+    const youngAfter = youngSize();
+    if (youngAfter >= youngBefore) return; // V8 still counts the burst's allocation rate: next tick
+    pending = false;
+    opts.onTrim?.({ youngBefore, youngAfter, rssBefore, rssAfter: process.memoryUsage.rss() });
+  }, tickMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
+export function youngGenerationSize(): number {
+  return getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
+}
+
+let gc: ((options: { type: 'minor' }) => void) | null = null;
+
+/**
+ * One young-generation collection. V8's `gc()` is made available to a new,
+ * empty context only (`--expose-gc` set at run time reaches contexts created
+ * afterwards): the daemon's own global object never gains a `gc`.
+ */
+export function collectYoungGeneration(): void {
+  if (gc === null) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as (options: { type: 'minor' }) => void;
+  }
+  gc({ type: 'minor' });
+}
