@@ -14,8 +14,14 @@ import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 export interface IdleTrimOptions {
-  /** Requests answered so far: the trimmer waits for it to stop moving. */
+  /** Requests answered so far: the trimmer waits for a burst of them to end. */
   readonly requests: () => number;
+  /**
+   * Fewer new requests than this in a tick is quiet (default 50 a second):
+   * health checks and scrapes do not hold the trim off, and V8 counts a rate
+   * that low as idle too (under 1 MB/s allocated).
+   */
+  readonly busyPerTick?: number;
   /** Quiet time after the last request before trimming (default 6,000 ms). */
   readonly idleMs?: number;
   /** How long after `idleMs` a trim that V8 declines is tried again (default 30,000 ms). */
@@ -35,6 +41,7 @@ export interface IdleTrimmer {
 
 export function trimWhenIdle(opts: IdleTrimOptions): IdleTrimmer {
   const tickMs = opts.tickMs ?? 1_000;
+  const busyPerTick = opts.busyPerTick ?? Math.ceil((50 * tickMs) / 1_000);
   const idleTicks = Math.ceil((opts.idleMs ?? 6_000) / tickMs);
   const lastTick = idleTicks + Math.ceil((opts.giveUpMs ?? 30_000) / tickMs);
   const youngSize = opts.youngSize ?? youngGenerationSize;
@@ -47,15 +54,16 @@ export function trimWhenIdle(opts: IdleTrimOptions): IdleTrimmer {
 
   const timer = setInterval(() => {
     const now = opts.requests();
-    if (now !== seen) {
-      seen = now;
+    const busy = now - seen >= busyPerTick;
+    seen = now;
+    if (busy) {
       quiet = 0;
       pending = true;
       return;
     }
     if (!pending || ++quiet < idleTicks) return;
     const youngBefore = youngSize();
-    // Nothing grew, or V8 kept declining: leave it until the next burst.
+    // Nothing grew (or V8 shrank it on its own), or V8 kept declining: leave it until the next burst.
     if (youngBefore <= baseline || quiet > lastTick) {
       pending = false;
       return;

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Pool } from 'undici';
-import { Daemon, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { Daemon, parseLog, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
@@ -217,12 +217,20 @@ describe('memory', () => {
     };
     await Promise.all(Array.from({ length: 50 }, worker));
     await pool.close();
-    const trimmed = await d.waitForLog('idle: young generation trimmed', 50_000);
-    const [youngBefore, youngAfter] = trimmed['youngMb'] as [number, number];
-    assert.ok(youngAfter < youngBefore, `young generation ${youngBefore} -> ${youngAfter} MB`);
-    const [rssBefore, rssAfter] = trimmed['rssMb'] as [number, number];
+    // Watched without a request: a scrape allocates, and V8 may then shrink on its own.
+    const rss = (): number => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${d.pid}/status`, 'utf8'))![1]);
+    const rssGrown = rss();
+    const trimmed = (): boolean => d.stderr.includes('"idle: young generation trimmed"');
     // Node 20 unmaps the freed semi-space pages at once; Node 24's V8 keeps them pooled for reuse.
-    if (process.versions.node.startsWith('20.')) assert.ok(rssAfter < rssBefore, `RSS ${rssBefore} -> ${rssAfter} MB`);
+    const released = (): boolean => process.versions.node.startsWith('20.') && rss() < rssGrown - 4 * 1024;
+    const deadline = Date.now() + 45_000;
+    while (!trimmed() && !released() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+    assert.ok(trimmed() || released(), `no trim within 45 s of quiet; RSS ${rssGrown} -> ${rss()} kB`);
+    if (trimmed()) {
+      const rec = parseLog(d.stderr.split('\n').find((l) => l.includes('"idle: young generation trimmed"'))!)!;
+      const [youngBefore, youngAfter] = rec['youngMb'] as [number, number];
+      assert.ok(youngAfter < youngBefore, `young generation ${youngBefore} -> ${youngAfter} MB`);
+    }
     assert.equal((await d.request('GET', '/token')).status, 200);
     await suite.finish(d);
   });

@@ -13,6 +13,7 @@ describe('trim when idle', () => {
       requests: () => world.requests,
       idleMs: 3_000,
       giveUpMs: 10_000,
+      busyPerTick: 10,
       tickMs: 1_000,
       youngSize: () => world.young,
       // V8 declines the first `declines` collections (its allocation rate still counts the burst).
@@ -46,16 +47,16 @@ describe('trim when idle', () => {
   it('trims again after the next burst, and never after stop()', (t) => {
     t.after(() => mock.timers.reset());
     const { world, trimmer, tick } = harness();
-    world.requests = 10;
+    world.requests = 100;
     world.young = 8;
     tick(5_000);
     assert.equal(world.trims.length, 1);
-    world.requests = 20;
+    world.requests = 200;
     world.young = 8;
     tick(5_000);
     assert.equal(world.trims.length, 2);
     trimmer.stop();
-    world.requests = 30;
+    world.requests = 300;
     tick(60_000);
     assert.equal(world.trims.length, 2);
   });
@@ -63,7 +64,7 @@ describe('trim when idle', () => {
   it('tries again each tick while V8 declines, and gives up after giveUpMs', (t) => {
     t.after(() => mock.timers.reset());
     const { world, trimmer, tick } = harness(2);
-    world.requests = 1;
+    world.requests = 100;
     world.young = 16;
     tick(4_000);
     assert.equal(world.calls, 1);
@@ -74,7 +75,7 @@ describe('trim when idle', () => {
     trimmer.stop();
     mock.timers.reset();
     const never = harness(Infinity);
-    never.world.requests = 1;
+    never.world.requests = 100;
     never.world.young = 16;
     never.tick(60_000);
     assert.equal(never.world.calls, 11, 'one try a second from 3 s to 13 s of quiet, then none');
@@ -82,10 +83,24 @@ describe('trim when idle', () => {
     never.trimmer.stop();
   });
 
+  it('a trickle of requests (health checks, scrapes) is quiet', (t) => {
+    t.after(() => mock.timers.reset());
+    const { world, trimmer, tick } = harness();
+    world.requests = 500;
+    world.young = 16;
+    tick(1_000);
+    for (let i = 0; i < 3; i++) {
+      world.requests += 9; // under busyPerTick
+      tick(1_000);
+    }
+    assert.deepEqual(world.trims, [{ youngBefore: 16, youngAfter: 1 }]);
+    trimmer.stop();
+  });
+
   it('leaves a young generation that never grew past its start size alone', (t) => {
     t.after(() => mock.timers.reset());
     const { world, trimmer, tick } = harness();
-    world.requests = 3; // a few requests, no growth
+    world.requests = 300; // a burst, but no growth
     tick(10_000);
     assert.deepEqual(world.trims, []);
     trimmer.stop();
@@ -109,11 +124,16 @@ describe('trim when idle', () => {
     requests = 3_000_000;
     const grown = youngGenerationSize();
     assert.ok(grown > before, `young generation grew (${before} -> ${grown} bytes)`);
-    const result = await Promise.race([trimmed, sleep(30_000).then(() => null)]);
+    // Back below half within 30 s of quiet: by the trimmer, or now and then by a
+    // collection V8 ran on its own at a low rate (then the trimmer leaves it be).
+    const deadline = Date.now() + 30_000;
+    let result: { youngBefore: number; youngAfter: number } | null = null;
+    void trimmed.then((r) => (result = r));
+    while (result === null && youngGenerationSize() >= grown / 2 && Date.now() < deadline) await sleep(250);
     trimmer!.stop();
-    assert.ok(result, `trimmed within 30 s of quiet (young generation ${before} -> ${grown} -> ${youngGenerationSize()} bytes)`);
-    assert.equal(result.youngBefore, grown);
-    assert.ok(youngGenerationSize() < grown / 2, `young generation shrank (${grown} -> ${youngGenerationSize()} bytes)`);
+    const after = youngGenerationSize();
+    assert.ok(after < grown / 2, `young generation ${before} -> ${grown} -> ${after} bytes after 30 s of quiet`);
+    if (result !== null) assert.equal((result as { youngBefore: number }).youngBefore, grown);
     assert.equal((globalThis as { gc?: unknown }).gc, undefined, 'no gc() on the global object');
   });
 });
