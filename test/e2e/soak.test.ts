@@ -132,6 +132,8 @@ describe('load', () => {
     report(t, { seconds: LOAD_SECONDS, reads, errors, expired, refreshes, distinctTokens: tokens.size });
     assert.equal(errors, 0);
     assert.equal(expired, 0);
-    assert.ok(refreshes >= LOAD_SECONDS - 1, `refreshed ${refreshes} times`);
+    // A 2 s token is due 1 s after it was obtained: one refresh a second plus the
+    // refresh's own time (upstream call, fsync, wake-up). Allow that 10% per cycle.
+    assert.ok(refreshes >= Math.floor(LOAD_SECONDS / 1.1), `refreshed ${refreshes} times`);
   });
 });
