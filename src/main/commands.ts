@@ -180,8 +180,9 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
       const [{ createLogger }, { StartError }, { devBanner, startDev }] = await Promise.all([import('../log.js'), import('./daemon.js'), import('../dev/dev.js')]);
       const pretty = process.stderr.isTTY === true;
       const logLevel = opts.logLevel ?? process.env['TOKEND_LOG_LEVEL'] ?? 'info';
-      const log = await createLogger(logLevel, pretty, 'tokend');
-      const guard = guardSignals(log, runtime.exit);
+      const logging = createLogger(logLevel, pretty, 'tokend');
+      const guard = guardSignals(logging, runtime.exit);
+      const log = await logging;
       const ttl = Number(opts.tokenTtl);
       try {
         const session = await startDev(

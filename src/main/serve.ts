@@ -22,16 +22,20 @@ export function say(line: string): void {
 /**
  * Signal handlers first: a signal during start must still end in a clean stop
  * (and as PID 1, Node ignores SIGTERM unless a handler is installed). A second
- * signal exits at once: every change is already on disk.
+ * signal exits at once: every change is already on disk. Installed before the
+ * logger has loaded: until it has, its lines go to stderr as plain text.
  */
-export function guardSignals(log: Logger, exit: (code: number) => never): { attach(stop: (reason: string) => Promise<number>): void } {
+export function guardSignals(logging: Promise<Logger>, exit: (code: number) => never): { attach(stop: (reason: string) => Promise<number>): void } {
+  let log: Logger | null = null;
+  logging.then((l) => (log = l), () => undefined);
   let stop: ((reason: string) => Promise<number>) | null = null;
   let requested: string | null = null;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
-      log.warn({ signal }, 'second signal: exiting at once');
+      if (log) log.warn({ signal }, 'second signal: exiting at once');
+      else say(`second signal (${signal}): exiting at once`);
       exit(1);
     }
     requested = signal;
@@ -41,7 +45,9 @@ export function guardSignals(log: Logger, exit: (code: number) => never): { atta
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', onSignal);
   const fatal = (err: unknown): void => {
-    log.fatal({ err: (err as Error)?.message }, 'fatal error');
+    const message = (err as Error)?.message;
+    if (log) log.fatal({ err: message }, 'fatal error');
+    else say(`fatal error: ${message}`);
     if (!stop) exit(1);
     void stop('fatal error').then(() => exit(1));
   };
@@ -76,10 +82,10 @@ export async function serve(opts: RawOptions, runtime: Runtime): Promise<number>
   const logging = Promise.resolve()
     .then(() => import('../log.js'))
     .then(({ createLogger }) => createLogger(config.logLevel, pretty, 'tokend'));
+  const guard = guardSignals(logging, runtime.exit);
   const starting = startDaemon(config, logging, runtime.ownerThread);
   starting.catch(() => undefined); // handled below, once the logger is up
   const log = await logging;
-  const guard = guardSignals(log, runtime.exit);
   let daemon: RunningDaemon;
   try {
     daemon = await starting;

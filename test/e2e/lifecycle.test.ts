@@ -145,6 +145,22 @@ describe('signals', () => {
     keep(again);
   });
 
+  it('SIGTERM while the owner thread is still starting: once it has started, a clean stop (exit 0, lock released)', async () => {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
+    const before = readFileSync(stateFile, 'utf8');
+    const release = join(dir, 'release-start');
+    const d = new Daemon({ ...stubEnv(suite.stub, stateFile), TOKEND_TEST_HOOKS: '1', TOKEND_TEST_HOLD_START: release });
+    await d.waitForLog('listening; the owner thread is starting');
+    d.kill('SIGTERM');
+    writeFileSync(release, '');
+    const exit = await d.exited;
+    keep(d);
+    assert.equal(exit.code, 0, d.output);
+    assert.ok(!existsSync(`${stateFile}.lock`), 'the lock is released');
+    assert.equal(JSON.parse(readFileSync(stateFile, 'utf8')).refresh_token, JSON.parse(before).refresh_token);
+  });
+
   it('SIGINT exits 0 with the lock released', async () => {
     const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
     const d = await Daemon.start(stubEnv(suite.stub, stateFile));
