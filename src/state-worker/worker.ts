@@ -50,6 +50,7 @@ export default function attach(task: AttachTask): string {
     refresh: (trigger) => requireOwner().refresh(trigger).catch(toResult),
     ensureFresh: () => requireOwner().ensureFresh().catch(toResult),
     setTokens: (input) => requireOwner().setTokens(input).catch(toResult),
+    hurry: async () => owner?.hurry(),
     close: async (timeoutMs) => {
       const result = owner ? await owner.close(timeoutMs).catch(toResult) : { ok: true as const, value: null };
       emit({ type: 'closed' });

@@ -1,0 +1,106 @@
+/**
+ * Files and directories other users must not be able to touch.
+ *
+ * Every file tokend writes goes through `writePrivateFile*`: a temp file with
+ * a random name beside the target, created with O_EXCL | O_NOFOLLOW (a planted
+ * file or symlink makes the write fail instead of redirecting it), mode 0600,
+ * fsynced, then renamed over the target (a symlink at the target is replaced,
+ * never followed). Every directory tokend keeps secrets in is checked like
+ * ssh's StrictModes: owned by this user (or root) and writable by no one else.
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsc, fsyncSync, lstatSync, openSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+
+const myUid = (): number | null => (typeof process.getuid === 'function' ? process.getuid() : null);
+
+function tempBeside(path: string): string {
+  return join(dirname(path), `.${basename(path)}.tmp-${randomBytes(8).toString('hex')}`);
+}
+
+/** Write `data` to `path` atomically and privately (see the module comment). */
+export async function writePrivateFile(path: string, data: string): Promise<void> {
+  const temp = tempBeside(path);
+  try {
+    const handle = await open(temp, CREATE_FLAGS, 0o600);
+    try {
+      await handle.writeFile(data, 'utf8');
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, path);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The synchronous twin of `writePrivateFile`, for code that runs before an event loop matters. */
+export function writePrivateFileSync(path: string, data: string): void {
+  const temp = tempBeside(path);
+  try {
+    const fd = openSync(temp, CREATE_FLAGS, 0o600);
+    try {
+      const buf = Buffer.from(data, 'utf8');
+      let off = 0;
+      while (off < buf.length) off += writeSync(fd, buf, off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, path);
+  } catch (err) {
+    try {
+      unlinkSync(temp);
+    } catch {
+      // never created
+    }
+    throw err;
+  }
+}
+
+/** Why `st` (of `what`) is unsafe to keep secrets in or trust, or null when it is safe. */
+export function ownershipProblem(st: Stats, what: string): string | null {
+  const uid = myUid();
+  if (uid !== null && st.uid !== uid && st.uid !== 0) return `${what} is owned by uid ${st.uid}, not by this user (uid ${uid}) or root`;
+  if ((st.mode & 0o022) !== 0) return `${what} is writable by ${(st.mode & 0o002) !== 0 ? 'every user' : 'its group'} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run: chmod go-w ${what}`;
+  return null;
+}
+
+export interface DirCheck {
+  /** A symlink in place of the directory is refused (a directory in a shared place such as /tmp). */
+  readonly refuseSymlink?: boolean;
+}
+
+/**
+ * Why the directory `path` is unsafe for secrets, or null when it is safe or
+ * does not exist (the caller creates it 0700). Follows a symlink unless told
+ * not to, and checks what it leads to.
+ */
+export function privateDirProblem(path: string, opts: DirCheck = {}): string | null {
+  let st: Stats;
+  try {
+    st = opts.refuseSymlink ? lstatSync(path) : statSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    return `cannot inspect ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+  }
+  if (st.isSymbolicLink()) return `${path} is a symbolic link; refusing to keep secrets behind it`;
+  if (!st.isDirectory()) return `${path} is not a directory`;
+  return ownershipProblem(st, path);
+}
+
+/** Whether a file (such as an owner record) may be trusted: owned by this user or root, writable by no one else, in a directory that is safe too. */
+export function trustedFile(path: string): boolean {
+  try {
+    const st = lstatSync(path);
+    if (!st.isFile() || ownershipProblem(st, path) !== null) return false;
+    return privateDirProblem(dirname(path)) === null;
+  } catch {
+    return false;
+  }
+}
