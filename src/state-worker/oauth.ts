@@ -18,9 +18,12 @@ export interface TokenResponse {
   readonly refreshToken: string | null;
   readonly tokenType: string;
   readonly scope: string | null;
-  readonly expiresInSec: number | null;
+  /** The lifetime to store: what the provider said, bounded (see `warnings`); a default when it said nothing usable. */
+  readonly expiresInSec: number;
   /** Provider fields worth keeping (Monzo's user_id, client_id). */
   readonly account: Readonly<Record<string, string>>;
+  /** What was bounded or ignored in the answer, for a warning in the log. Never holds a token value. */
+  readonly warnings: readonly string[];
 }
 
 export type FailureKind = 'transient' | 'invalid_grant' | 'bad_response' | 'rejected';
@@ -34,6 +37,11 @@ export class UpstreamFailure extends Error {
     readonly status: number | null,
     readonly error: string | null,
     readonly retryAfterMs: number | null,
+    /**
+     * A refused answer that still carried a new refresh token: the provider
+     * may have rotated, so the redeemed one is spent and this one must be kept.
+     */
+    readonly rotatedRefreshToken: string | null = null,
   ) {
     super(message);
   }
@@ -80,8 +88,9 @@ export function parseTokenResponse(status: number, retryAfter: string | string[]
     refreshToken: str(body['refresh_token']),
     tokenType: str(body['token_type']) ?? 'Bearer',
     scope: str(body['scope']),
-    expiresInSec,
+    expiresInSec: expiresInSec ?? 3600,
     account,
+    warnings: [],
   };
 }
 
@@ -174,8 +183,9 @@ export class OAuthClient {
       });
   }
 
-  refresh(refreshToken: string): Promise<TokenResponse> {
-    return this.#post({ grant_type: 'refresh_token', refresh_token: refreshToken });
+  /** `signal` abandons the request (a deliberate second stop request): it then fails as transient, with no answer. */
+  refresh(refreshToken: string, signal?: AbortSignal): Promise<TokenResponse> {
+    return this.#post({ grant_type: 'refresh_token', refresh_token: refreshToken }, signal);
   }
 
   exchangeCode(code: string, redirectUri: string, codeVerifier: string | null): Promise<TokenResponse> {
@@ -196,7 +206,7 @@ export class OAuthClient {
     return this.#provider as ProviderSettings & { authMethod: ClientAuthMethod };
   }
 
-  async #post(params: Record<string, string>): Promise<TokenResponse> {
+  async #post(params: Record<string, string>, signal?: AbortSignal): Promise<TokenResponse> {
     const provider = await this.#resolved();
     const { body, headers } = tokenRequest(provider, params);
     let status: number;
@@ -208,7 +218,7 @@ export class OAuthClient {
         body,
         headers,
         dispatcher: this.#dispatcher,
-        signal: AbortSignal.timeout(this.#timeouts.totalMs),
+        signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(this.#timeouts.totalMs)]) : AbortSignal.timeout(this.#timeouts.totalMs),
       });
       status = res.statusCode;
       retryAfter = res.headers['retry-after'];

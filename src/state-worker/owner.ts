@@ -408,8 +408,8 @@ function mergeTokens(cur: StoredTokens | null, r: TokenResponse, nowMs: number, 
     refreshToken: r.refreshToken ?? cur?.refreshToken ?? null,
     tokenType: r.tokenType,
     scope: r.scope ?? cur?.scope ?? null,
-    // A provider that omits expires_in gets an hour: refreshing at once would loop.
-    expiresAtMs: nowMs + (r.expiresInSec ?? 3600) * 1000,
+    // Bounded by the parser: a provider that omits expires_in gets an hour (refreshing at once would loop).
+    expiresAtMs: nowMs + r.expiresInSec * 1000,
     obtainedAtMs: nowMs,
     provider,
     account: { ...(cur?.account ?? {}), ...r.account },
