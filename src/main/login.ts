@@ -13,7 +13,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { ProviderSettings, SetTokensInput } from '../contract.js';
 import { TokendError } from '../errors.js';
-import { chooseAuthMethod, discover, OAuthClient, safeUrl, UpstreamFailure, type TokenResponse } from '../state-worker/oauth.js';
+import { chooseAuthMethod, discover, insecureEndpoint, OAuthClient, safeUrl, UpstreamFailure, type TokenResponse } from '../state-worker/oauth.js';
+import { scrubCode, scrubText } from '../state-worker/provider-text.js';
 import type { Config } from './config.js';
 
 export interface AuthEndpoints {
@@ -45,6 +46,9 @@ export async function resolveEndpoints(config: Config): Promise<AuthEndpoints> {
   }
   if (!authUrl) throw new TokendError('config_invalid', 'TOKEND_AUTH_URL (--auth-url): required for login with this provider');
   if (!tokenUrl) throw new TokendError('config_invalid', 'TOKEND_TOKEN_URL (--token-url): required for login with this provider');
+  // Said before the browser opens, not after the user has authorized.
+  const insecure = insecureEndpoint(tokenUrl);
+  if (insecure) throw new TokendError('config_invalid', `token endpoint ${safeUrl(tokenUrl)} ${insecure}`);
   return {
     authUrl,
     pkce,
@@ -89,11 +93,16 @@ export function buildAuthRequest(e: AuthEndpoints, redirectUri: string): AuthReq
   return { url: url.toString(), state, codeVerifier, redirectUri };
 }
 
-/** Read the callback's query: the code, or a clear error. Pure. */
+/**
+ * Read the callback's query: the code, or a clear error. Pure. The error and
+ * its description come from whoever opened the callback URL: they are printed
+ * only as an error code and a short description without control characters.
+ */
 export function readCallback(query: URLSearchParams, expectedState: string): string {
-  const error = query.get('error');
-  if (error) {
-    const description = query.get('error_description');
+  const rawError = query.get('error');
+  if (rawError) {
+    const error = scrubCode(rawError, []) ?? 'an error that is not an error code';
+    const description = scrubText(query.get('error_description') ?? '', []);
     const hint = error === 'access_denied' ? ' (the request was declined at the provider)' : '';
     throw new TokendError('login_failed', `authorization failed: ${error}${description ? `: ${description}` : ''}${hint}`);
   }
