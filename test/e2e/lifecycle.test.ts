@@ -194,18 +194,22 @@ describe('signals', () => {
 });
 
 describe('the owner thread', () => {
-  it('when it dies, calls in flight fail instead of hanging, and a new one reloads from the file and serves', async () => {
-    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
-    const d = await Daemon.start({ ...stubEnv(suite.stub, stateFile), TOKEND_TEST_HOOKS: '1' });
+  it('when it dies, calls in flight fail instead of hanging (naming the cause), and a new one reloads from the file and serves', async () => {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
+    const crash = join(dir, 'crash-owner');
+    const d = await Daemon.start({ ...stubEnv(suite.stub, stateFile), TOKEND_TEST_HOOKS: '1', TOKEND_TEST_CRASH_OWNER: crash });
     const token = (await d.request('GET', '/token')).json['access_token'];
     suite.stub.faults.push({ kind: 'hang' });
     const arrived = suite.stub.nextRequest();
     const pending = d.request('POST', '/refresh-tokens');
     await arrived;
-    d.kill('SIGUSR2');
+    writeFileSync(crash, 'throw');
     const failed = await pending;
     assert.equal(failed.status, 500);
-    assert.match(String(failed.json['message']), /owner thread stopped before answering/);
+    assert.match(String(failed.json['message']), /owner thread stopped before answering \(test hook: owner thread crashed \(throw\)\); it is being restarted/);
+    const died = await d.waitForLog('owner thread died; starting a new one from the state file');
+    assert.match(String(died['cause']), /test hook: owner thread crashed/);
     await d.waitForLog('owner thread restarted');
     assert.equal((await d.request('GET', '/token')).json['access_token'], token, 'reloaded from the file');
     const r = await d.request('POST', '/refresh-tokens');
