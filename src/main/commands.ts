@@ -60,6 +60,7 @@ async function client(opts: RawOptions): Promise<TokendClient> {
     ...(opts.listen ? { url: opts.listen } : {}),
     ...(opts.stateFile ? { stateFile: opts.stateFile } : {}),
     ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+    onWarning: say,
   });
 }
 

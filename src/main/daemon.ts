@@ -9,8 +9,9 @@
  * exit. A deliberate second stop request hurries the owner (no more waiting
  * for the provider), never skips writing an answer that has arrived.
  */
-import { randomUUID } from 'node:crypto';
-import { lstatSync, unlinkSync, type Stats } from 'node:fs';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { connect } from 'node:net';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -190,15 +191,21 @@ interface Bound {
   readonly socket: OwnSocket | null;
 }
 
+/**
+ * A unix socket is bound under a temporary name beside its path, then renamed
+ * into place (replacing a dead socket atomically): libuv unlinks the path it
+ * bound when the server closes, whatever is there by then, so the path it
+ * knows must be one that nothing else will ever have.
+ */
 async function listen(server: Server, where: Listen): Promise<Bound> {
-  if (where.kind === 'unix') await clearSocketPath(where.path);
+  const temp = where.kind === 'unix' ? await socketTempPath(where.path) : null;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     if (where.kind === 'unix') {
       // The socket is created 0600 from the start: no window where others may connect.
       const old = process.umask(0o177);
       try {
-        server.listen(where.path, () => resolve());
+        server.listen(temp!, () => resolve());
       } finally {
         process.umask(old);
       }
@@ -208,7 +215,16 @@ async function listen(server: Server, where: Listen): Promise<Bound> {
   });
   server.removeAllListeners('error');
   server.on('error', () => undefined);
-  if (where.kind === 'unix') return { address: formatListen(where), socket: OwnSocket.created(where.path) };
+  if (where.kind === 'unix') {
+    try {
+      requireSocketOrNothing(where.path);
+      renameSync(temp!, where.path);
+    } catch (err) {
+      await new Promise((resolve) => server.close(resolve));
+      throw err;
+    }
+    return { address: formatListen(where), socket: OwnSocket.created(where.path) };
+  }
   const addr = server.address() as AddressInfo;
   return { address: formatListen({ kind: 'tcp', host: where.host, port: addr.port }), socket: null };
 }
@@ -242,15 +258,19 @@ function listenFailure(where: Listen, err: unknown): StartError {
 const MAX_SOCKET_PATH_BYTES = 107;
 
 /**
- * Make room for the socket: nothing there, or a socket left by a crash (one
- * that nobody answers on), which is removed. Anything else at the path is
- * refused and left alone: it may be the state file itself.
+ * Check the socket's path and name a temporary path to bind beside it. The
+ * path must hold nothing, or a socket left by a crash (one that nobody
+ * answers on), which the new socket replaces. Anything else there is refused
+ * and left alone: it may be the state file itself.
  */
-async function clearSocketPath(path: string): Promise<void> {
-  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) throw new ListenRefused(`the socket path is longer than ${MAX_SOCKET_PATH_BYTES} bytes`, 2);
-  const found = lstatOrNull(path);
-  if (!found) return;
-  if (!found.isSocket()) throw new ListenRefused(`${path} exists and is not a socket; refusing to replace it`, 2);
+async function socketTempPath(path: string): Promise<string> {
+  const temp = join(dirname(path), `.tokend-${randomBytes(6).toString('hex')}.sock`);
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES || Buffer.byteLength(temp) > MAX_SOCKET_PATH_BYTES) {
+    const dirMax = MAX_SOCKET_PATH_BYTES - (Buffer.byteLength(temp) - Buffer.byteLength(dirname(path)));
+    throw new ListenRefused(`the socket path is too long: at most ${MAX_SOCKET_PATH_BYTES} bytes, in a directory whose path has at most ${dirMax}`, 2);
+  }
+  const found = requireSocketOrNothing(path);
+  if (!found) return temp;
   const answer = await new Promise<string | null>((resolve) => {
     const s = connect(path);
     s.once('connect', () => {
@@ -261,8 +281,14 @@ async function clearSocketPath(path: string): Promise<void> {
   });
   if (answer === null) throw new ListenRefused(`${path} is in use: another process answers on it`, 1);
   if (answer !== 'ECONNREFUSED') throw new ListenRefused(`cannot tell whether ${path} is in use (${answer}); remove it if it is stale`, 2);
-  // Only the socket just found dead is removed, not whatever may have replaced it since.
-  new OwnSocket(path, found.dev, found.ino).remove();
+  return temp;
+}
+
+/** What is at the socket's path, when it is a socket; null when nothing is; refused otherwise. */
+function requireSocketOrNothing(path: string): Stats | null {
+  const found = lstatOrNull(path);
+  if (found && !found.isSocket()) throw new ListenRefused(`${path} exists and is not a socket; refusing to replace it`, 2);
+  return found;
 }
 
 /** A unix socket identified by its inode: removed only while it is still that socket. */

@@ -41,19 +41,33 @@ export function describeDeath(err: Error): string {
   return code && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
 }
 
-/** Why one owner thread ended: its error, else its exit code; resolves once the thread has exited. */
-function deathOf(worker: Worker | undefined): Promise<string> {
-  if (!worker) return Promise.resolve('unknown cause');
-  let error: string | null = null;
-  worker.once('error', (err: Error) => (error = describeDeath(err)));
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(error ?? 'unknown cause'), CAUSE_WAIT_MS);
-    timer.unref();
-    worker.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve(error ?? `the thread exited with code ${code}`);
-    });
-  });
+/** Watches one owner thread for why it ends: its error, else its exit code. */
+class ThreadEnd {
+  #error: string | null = null;
+  #exitCode: number | null = null;
+  #exited: Promise<void>;
+
+  constructor(worker: Worker | undefined) {
+    if (!worker) {
+      this.#exited = Promise.resolve();
+      return;
+    }
+    worker.once('error', (err: Error) => (this.#error = describeDeath(err)));
+    this.#exited = new Promise((resolve) =>
+      worker.once('exit', (code) => {
+        this.#exitCode = code;
+        resolve();
+      }),
+    );
+  }
+
+  /** The cause, once the thread has exited (its 'error' comes before its 'exit'), or what is known after a while. */
+  async cause(): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, CAUSE_WAIT_MS)))]);
+    clearTimeout(timer);
+    return this.#error ?? (this.#exitCode === null ? 'unknown cause' : `the thread exited with code ${this.#exitCode}`);
+  }
 }
 
 const died = (cause: string, restarting: boolean): ErrorData => ({
@@ -81,8 +95,8 @@ export class OwnerHandle {
   #reattaching = false;
   /** Set once the first owner has started: a death before that fails the start, with no restart. */
   #started = false;
-  /** Resolves with why the current owner thread ended. */
-  #death: Promise<string> = Promise.resolve('unknown cause');
+  /** Why the current owner thread ends. */
+  #end = new ThreadEnd(undefined);
 
   private constructor(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents, thread: OwnerThread) {
     this.#options = options;
@@ -124,7 +138,7 @@ export class OwnerHandle {
     try {
       await this.#pool.run({ rpc: rpc.port2, events: events.port2 }, { transferList: [rpc.port2, events.port2] });
       // One thread at most: the one that ran the attach task.
-      this.#death = deathOf(this.#pool.threads[0]);
+      this.#end = new ThreadEnd(this.#pool.threads[0]);
     } catch (err) {
       this.#generation++;
       for (const port of this.#ports) port.close();
@@ -182,7 +196,7 @@ export class OwnerHandle {
     this.#remote = null;
     for (const port of this.#ports) port.close();
     if (remote) releaseOwner(remote);
-    const cause = await this.#death;
+    const cause = await this.#end.cause();
     const now = Date.now();
     const recent = [...this.#restarts.filter((t) => now - t < 60_000), now];
     // A port of an attempt made while replacing the owner closes too: that is not a second death.
