@@ -347,6 +347,24 @@ describe('tokend dev refuses a directory another user could use', () => {
     }
   });
 
+  it("the provider's port held by another server: exit 1, and that server never hears from tokend dev (no client secret sent)", async () => {
+    const seen: string[] = [];
+    const other = createHttpServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      res.end();
+    });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (other.address() as { port: number }).port;
+      const r = keep(await runCli(['dev', '--provider-port', String(port)], { TMPDIR: tempDir(), TOKEND_LISTEN: '127.0.0.1:0' }));
+      assert.equal(r.result.code, 1, r.output);
+      assert.match(r.stderr, new RegExp(`the dev provider's port ${port} is in use`));
+      assert.deepEqual(seen, []);
+    } finally {
+      other.close();
+    }
+  });
+
   it('a directory owned by another user: refused', async () => {
     const tmp = tempDir();
     mkdirSync(devDir(tmp), { mode: 0o700 });
