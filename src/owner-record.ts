@@ -4,9 +4,11 @@
  * owner from it; a restart after a crash takes the lock over at once when the
  * recorded pid is gone on this host.
  */
-import { readFileSync } from 'node:fs';
+import { lstatSync, readFileSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
+import { dirname } from 'node:path';
 import type { OwnerRecord } from './contract.js';
+import { ownershipProblem, privateDirProblem, trustedFile } from './fs-safety.js';
 
 export const ownerRecordPath = (stateFile: string): string => `${stateFile}.owner.json`;
 
@@ -24,6 +26,33 @@ export function readOwnerRecord(stateFile: string): OwnerRecord | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Why the owner record of `stateFile` must not be trusted, or null when it
+ * may be (or there is none). A client trusts it only as a file another user
+ * could not have written: otherwise that user could point `tokend token` at
+ * their own listener, which would receive the API key and answer a token.
+ */
+export function ownerRecordProblem(stateFile: string): string | null {
+  const path = ownerRecordPath(stateFile);
+  if (trustedFile(path)) return null;
+  let st: Stats;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return null;
+  }
+  if (!st.isFile()) return `${path} is not a regular file`;
+  return ownershipProblem(st, path) ?? privateDirProblem(dirname(path)) ?? `${path} cannot be checked`;
+}
+
+/** The owner record of `stateFile` when it may be trusted (see ownerRecordProblem); `warn` hears why one is ignored. */
+export function trustedOwnerRecord(stateFile: string, warn: (line: string) => void = () => undefined): OwnerRecord | null {
+  const problem = ownerRecordProblem(stateFile);
+  if (problem === null) return readOwnerRecord(stateFile);
+  warn(`ignoring the owner record: ${problem}`);
+  return null;
 }
 
 /** Whether a process with this pid exists on this host. */

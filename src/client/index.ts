@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { Agent, request, type Dispatcher } from 'undici';
 import { DEFAULT_LISTEN, defaultStateFile } from '../main/config.js';
-import { ownerIsLive, readOwnerRecord } from '../owner-record.js';
+import { ownerIsLive, trustedOwnerRecord } from '../owner-record.js';
 import { decodeState } from '../state-worker/codec.js';
 
 /** `GET /token`'s answer. */
@@ -87,6 +87,8 @@ export interface TokendClientOptions {
   readonly refreshMarginMs?: number;
   /** Per-request deadline. Default 30 s (a refresh may be in flight). */
   readonly timeoutMs?: number;
+  /** Told why an owner record was ignored (one another user could have written). Default: silent. */
+  readonly onWarning?: (message: string) => void;
 }
 
 interface Target {
@@ -95,12 +97,19 @@ interface Target {
   readonly display: string;
 }
 
-/** Where the daemon listens, as `HOST:PORT` or `unix:/path`, by the documented precedence. */
-export function locateDaemon(opts: { url?: string | undefined; stateFile?: string | undefined } = {}, env: NodeJS.ProcessEnv = process.env): string {
+/**
+ * Where the daemon listens, as `HOST:PORT` or `unix:/path`, by the documented
+ * precedence. The owner record counts only when no other user could have
+ * written it (owned by this user or root, in a directory only they can write).
+ */
+export function locateDaemon(
+  opts: { url?: string | undefined; stateFile?: string | undefined; onWarning?: ((message: string) => void) | undefined } = {},
+  env: NodeJS.ProcessEnv = process.env,
+): string {
   if (opts.url) return opts.url;
   if (env['TOKEND_LISTEN']) return env['TOKEND_LISTEN'];
   const stateFile = opts.stateFile ?? (env['TOKEND_STATE_FILE'] || env['store_path'] || defaultStateFile(env));
-  const record = readOwnerRecord(stateFile);
+  const record = trustedOwnerRecord(stateFile, opts.onWarning);
   if (record?.listen && ownerIsLive(record)) return record.listen;
   return DEFAULT_LISTEN;
 }

@@ -4,16 +4,23 @@
  * browser, and the real daemon against it — so a newcomer sees tokens refresh,
  * persist and survive a restart within a minute. Provider and state live in
  * one directory that a restart reuses (`--fresh` starts over).
+ *
+ * That directory holds a client secret, the provider's keys and the tokens,
+ * and by default sits in the shared temp directory, where another user could
+ * have made it first: it is used only when it is a real directory (not a
+ * symlink) owned by this user and writable by no one else, as ssh's
+ * StrictModes would ask.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TokendClient } from '../client/index.js';
+import { privateDirProblem, writePrivateFileSync } from '../fs-safety.js';
 import type { Logger } from '../log.js';
 import { loadConfig, type Config } from '../main/config.js';
-import { startDaemon, type RunningDaemon } from '../main/daemon.js';
+import { StartError, startDaemon, type RunningDaemon } from '../main/daemon.js';
 import { deliverTokens } from '../main/deliver.js';
 import { buildAuthRequest, exchangeCode, resolveEndpoints, toSetInput } from '../main/login.js';
 import { headlessAuthorize } from './headless-login.js';
@@ -43,12 +50,29 @@ export interface DevSession {
   stop(reason: string): Promise<number>;
 }
 
+/** Refuse (exit 2) a dev directory another user could read into or write under. */
+function requirePrivateDir(dir: string): void {
+  const problem = privateDirProblem(dir, { refuseSymlink: true });
+  if (problem) {
+    throw new StartError({ code: 'config_invalid', message: `refusing the dev directory: ${problem}; remove it if it is not yours, or pass --dir with a private directory` }, 2);
+  }
+}
+
+/** The dev directory, checked before anything in it is removed, read or written. */
+function prepareDir(dir: string, fresh: boolean): void {
+  requirePrivateDir(dir);
+  // rm does not follow symlinks inside, and the directory itself was just checked not to be one.
+  if (fresh) rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Again: another user may have made it between the check and mkdir (which accepts what exists).
+  requirePrivateDir(dir);
+}
+
 export async function startDev(opts: DevOptions, log: Logger): Promise<DevSession> {
   const dir = opts.dir ?? defaultDevDir();
-  if (opts.fresh) rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  prepareDir(dir, opts.fresh);
   const secretFile = join(dir, 'client-secret');
-  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(24).toString('base64url'), { mode: 0o600 });
+  if (!existsSync(secretFile)) writePrivateFileSync(secretFile, randomBytes(24).toString('base64url'));
   const client = { clientId: 'tokend-dev', clientSecret: readFileSync(secretFile, 'utf8'), redirectUris: [REDIRECT_URI] };
 
   const provider = await startDevProvider({

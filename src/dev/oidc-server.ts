@@ -14,11 +14,12 @@
  * drives). With `storeFile`, grants and tokens survive a restart.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
+import { writePrivateFileSync } from '../fs-safety.js';
 
 export interface DevClient {
   readonly clientId: string;
@@ -47,7 +48,7 @@ interface Stored {
   expiresAt: number | null;
 }
 
-/** A Map of every model, optionally mirrored to a JSON file (atomically, on each change). */
+/** A Map of every model, optionally mirrored to a JSON file (atomically and privately, on each change). */
 class Store {
   readonly data = new Map<string, Stored>();
   keys: { jwk: object; cookie: string } | null = null;
@@ -62,8 +63,7 @@ class Store {
     if (!this.file) return;
     const now = Date.now();
     const entries = [...this.data].filter(([, v]) => v.expiresAt === null || v.expiresAt > now);
-    writeFileSync(`${this.file}.tmp`, JSON.stringify({ entries, keys: this.keys }), { mode: 0o600 });
-    renameSync(`${this.file}.tmp`, this.file);
+    writePrivateFileSync(this.file, JSON.stringify({ entries, keys: this.keys }));
   }
 }
 

@@ -7,14 +7,13 @@
  * starts booting first, on the other core, while the rest loads. Any other
  * command never starts it. `tokend` and `tokend serve` with no flags (the
  * container's command; config from the environment) skip the argument parser.
+ * The preamble comes first: no signal may meet Node's defaults while the
+ * rest loads (see signals.ts).
  */
+import { daemon, plainServe, serving } from './preamble.js';
 import { setFlagsFromString } from 'node:v8';
 import { startOwnerThread } from './owner-thread.js';
 
-const args = process.argv.slice(2);
-const first = args[0];
-const plainServe = args.length === 0 || (args.length === 1 && first === 'serve');
-const serving = plainServe || first === 'serve' || (first !== undefined && first.startsWith('--') && first !== '--help' && first !== '--version');
 if (serving) {
   // V8's memory reducer collects and shrinks the heap once the process goes
   // idle, so the next burst of requests meets incremental marking and a young
@@ -24,6 +23,17 @@ if (serving) {
   // grew is handed back once the daemon has been idle for a while (idle-trim.ts).
   setFlagsFromString('--no-memory-reducer');
 }
+/**
+ * A reader that goes away (`tokend token | head -c1`) is not an error worth a
+ * stack trace: a command stops quietly (any other failure to write its output
+ * is said once); a daemon serves on without its banner or log lines.
+ */
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (daemon) return;
+  if (err.code !== 'EPIPE') process.stderr.write(`tokend: cannot write to standard output (${err.code ?? err.message})\n`);
+  process.exit(err.code === 'EPIPE' ? 0 : 1);
+});
+process.stderr.on('error', () => undefined);
 const runtime = { exit: (code: number): never => process.exit(code), ownerThread: serving ? startOwnerThread() : null };
 
 if (plainServe) {

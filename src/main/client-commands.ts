@@ -31,11 +31,7 @@ export async function readSetInput(opts: { stdin?: boolean; accessToken?: string
   if (opts.stdin) {
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-    try {
-      input = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
-    } catch {
-      throw new TokendError('invalid_json', 'standard input is not valid JSON');
-    }
+    input = parseSetJson(Buffer.concat(chunks));
   } else {
     input = {};
     if (opts.accessToken) input['access_token'] = opts.accessToken;
@@ -50,4 +46,27 @@ export async function readSetInput(opts: { stdin?: boolean; accessToken?: string
     throw new TokendError('invalid_request', 'an access token is required (--access-token, or access_token with --stdin)');
   }
   return input as unknown as SetInput;
+}
+
+const SET_SHAPE = '{"access_token": "...", "refresh_token": "...", "expires_in": SECONDS}';
+
+/** Standard input of `tokend set --stdin`: one JSON object, or one clear error (exit 2). */
+export function parseSetJson(bytes: Buffer): Record<string, unknown> {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new TokendError('invalid_json', 'standard input is not valid UTF-8');
+  }
+  if (text.trim() === '') throw new TokendError('invalid_json', `standard input is empty; expected a JSON object ${SET_SHAPE}`);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new TokendError('invalid_json', 'standard input is not valid JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new TokendError('invalid_json', `standard input must be a JSON object ${SET_SHAPE}, not ${value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`}`);
+  }
+  return value as Record<string, unknown>;
 }

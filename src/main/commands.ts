@@ -60,6 +60,7 @@ async function client(opts: RawOptions): Promise<TokendClient> {
     ...(opts.listen ? { url: opts.listen } : {}),
     ...(opts.stateFile ? { stateFile: opts.stateFile } : {}),
     ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+    onWarning: say,
   });
 }
 
@@ -190,7 +191,7 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
           log,
         );
         process.stdout.write(devBanner(session, ttl));
-        guard.attach((reason) => session.stop(reason));
+        guard.attach({ stop: (reason) => session.stop(reason), hurry: () => session.daemon.hurry() });
         setExit(await session.daemon.done);
       } catch (err) {
         if (err instanceof StartError) {

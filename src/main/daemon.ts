@@ -6,10 +6,12 @@
  * for the owner's answer). Stop is start
  * reversed: refuse new work (503, Connection: close) → close the server →
  * let the refresh in flight settle (bounded) and flush → release the lock →
- * exit. A second signal exits at once: every change was already on disk.
+ * exit. A deliberate second stop request hurries the owner (no more waiting
+ * for the provider), never skips writing an answer that has arrived.
  */
-import { randomUUID } from 'node:crypto';
-import { unlinkSync } from 'node:fs';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { connect } from 'node:net';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -30,6 +32,8 @@ export interface RunningDaemon {
   /** Resolves with the exit code once the daemon has stopped. */
   readonly done: Promise<number>;
   stop(reason: string): Promise<number>;
+  /** A deliberate second stop request: stop waiting for the provider. */
+  hurry(): void;
 }
 
 export function ownerOptions(config: Config, instance: string): OwnerOptions {
@@ -117,19 +121,18 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
 
   // Listen while the owner thread is still starting: the process is alive
   // (/healthz) before the state is loaded (/readyz, /token).
-  let address: string;
+  let bound: Bound;
   try {
-    address = await listen(server, config.listen);
+    bound = await listen(server, config.listen);
   } catch (err) {
     // The owner's verdict comes first: "owned by pid N" (exit 75) says more than "address in use".
     const started = await starting;
     if (!started.ok) throw new StartError(started.error, exitCodeOf(started.error.code));
     await started.value.close(0);
     await started.value.destroy();
-    const e = err as NodeJS.ErrnoException;
-    const message = `cannot listen on ${formatListen(config.listen)}: ${e.code === 'EADDRINUSE' ? 'address already in use' : (e.code ?? e.message)}`;
-    throw new StartError({ code: 'config_invalid', message }, 1);
+    throw listenFailure(config.listen, err);
   }
+  const { address, socket } = bound;
   const log = await logging;
   log.debug({ listen: address }, 'listening; the owner thread is starting');
   const started = await starting;
@@ -137,7 +140,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     // Requests waiting for the owner are dropped with their connections: the process exits.
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
-    if (config.listen.kind === 'unix') removeSocket(config.listen.path);
+    socket?.remove();
     throw new StartError(started.error, exitCodeOf(started.error.code));
   }
   const running = (owner = started.value);
@@ -151,11 +154,6 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     onTrim: ({ youngBefore, youngAfter, rssBefore, rssAfter }) =>
       log.debug({ youngMb: [mb(youngBefore), mb(youngAfter)], rssMb: [mb(rssBefore), mb(rssAfter)] }, 'idle: young generation trimmed'),
   });
-  if (process.env['TOKEND_TEST_HOOKS'] === '1') {
-    // Test hook: SIGUSR2 kills the owner thread, to prove a restart loses nothing.
-    process.on('SIGUSR2', () => void running.terminateThread());
-  }
-
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
   let stopping: Promise<number> | null = null;
@@ -170,7 +168,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
       const result = await running.close(config.shutdownTimeoutMs);
       if (!result.ok) log.error({ code: result.error.code }, result.error.message);
       await closed;
-      if (config.listen.kind === 'unix') removeSocket(config.listen.path);
+      socket?.remove();
       log.info({ version: running.snapshot.version }, 'stopped');
       resolveDone(code);
       return code;
@@ -181,18 +179,33 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     log.fatal({ code: e.code }, e.message);
     void stop('owner thread failed', 1);
   };
-  return { address, done, status: () => running.snapshot.status, stop: (reason) => stop(reason) };
+  const hurry = (): void => {
+    if (stopping) void running.hurry();
+  };
+  return { address, done, status: () => running.snapshot.status, stop: (reason) => stop(reason), hurry };
 }
 
-async function listen(server: Server, where: Listen): Promise<string> {
-  if (where.kind === 'unix') await removeStaleSocket(where.path);
+interface Bound {
+  readonly address: string;
+  /** The unix socket this daemon created, when it listens on one. */
+  readonly socket: OwnSocket | null;
+}
+
+/**
+ * A unix socket is bound under a temporary name beside its path, then renamed
+ * into place (replacing a dead socket atomically): libuv unlinks the path it
+ * bound when the server closes, whatever is there by then, so the path it
+ * knows must be one that nothing else will ever have.
+ */
+async function listen(server: Server, where: Listen): Promise<Bound> {
+  const temp = where.kind === 'unix' ? await socketTempPath(where.path) : null;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     if (where.kind === 'unix') {
       // The socket is created 0600 from the start: no window where others may connect.
       const old = process.umask(0o177);
       try {
-        server.listen(where.path, () => resolve());
+        server.listen(temp!, () => resolve());
       } finally {
         process.umask(old);
       }
@@ -202,29 +215,111 @@ async function listen(server: Server, where: Listen): Promise<string> {
   });
   server.removeAllListeners('error');
   server.on('error', () => undefined);
-  if (where.kind === 'unix') return formatListen(where);
+  if (where.kind === 'unix') {
+    try {
+      requireSocketOrNothing(where.path);
+      renameSync(temp!, where.path);
+    } catch (err) {
+      await new Promise((resolve) => server.close(resolve));
+      throw err;
+    }
+    return { address: formatListen(where), socket: OwnSocket.created(where.path) };
+  }
   const addr = server.address() as AddressInfo;
-  return formatListen({ kind: 'tcp', host: where.host, port: addr.port });
+  return { address: formatListen({ kind: 'tcp', host: where.host, port: addr.port }), socket: null };
 }
 
-/** A socket file nobody answers on is left from a crash: remove it. A live one is left alone. */
-async function removeStaleSocket(path: string): Promise<void> {
-  const live = await new Promise<boolean>((resolve) => {
+/** A listen failure that a person must fix (exit 2), or a busy address (exit 1). */
+class ListenRefused extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+function listenFailure(where: Listen, err: unknown): StartError {
+  const at = `cannot listen on ${formatListen(where)}`;
+  if (err instanceof ListenRefused) return new StartError({ code: 'config_invalid', message: `${at}: ${err.message}` }, err.exitCode);
+  const e = err as NodeJS.ErrnoException;
+  const why: Record<string, [string, number]> = {
+    EADDRINUSE: ['address already in use', 1],
+    EADDRNOTAVAIL: ['the address is not available on this host', 2],
+    EACCES: [where.kind === 'unix' ? 'permission denied' : 'permission denied (ports below 1024 need privileges)', 2],
+    EPERM: ['permission denied', 2],
+    ENOENT: ['no such directory', 2],
+  };
+  const [message, exitCode] = why[e.code ?? ''] ?? [e.code ?? e.message, 1];
+  return new StartError({ code: 'config_invalid', message: `${at}: ${message}` }, exitCode);
+}
+
+/** Longest unix socket path (sun_path, less its NUL): a longer one would be silently cut short. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/**
+ * Check the socket's path and name a temporary path to bind beside it. The
+ * path must hold nothing, or a socket left by a crash (one that nobody
+ * answers on), which the new socket replaces. Anything else there is refused
+ * and left alone: it may be the state file itself.
+ */
+async function socketTempPath(path: string): Promise<string> {
+  const temp = join(dirname(path), `.tokend-${randomBytes(6).toString('hex')}.sock`);
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES || Buffer.byteLength(temp) > MAX_SOCKET_PATH_BYTES) {
+    const dirMax = MAX_SOCKET_PATH_BYTES - (Buffer.byteLength(temp) - Buffer.byteLength(dirname(path)));
+    throw new ListenRefused(`the socket path is too long: at most ${MAX_SOCKET_PATH_BYTES} bytes, in a directory whose path has at most ${dirMax}`, 2);
+  }
+  const found = requireSocketOrNothing(path);
+  if (!found) return temp;
+  const answer = await new Promise<string | null>((resolve) => {
     const s = connect(path);
     s.once('connect', () => {
       s.destroy();
-      resolve(true);
+      resolve(null);
     });
-    s.once('error', () => resolve(false));
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
   });
-  if (!live) removeSocket(path);
+  if (answer === null) throw new ListenRefused(`${path} is in use: another process answers on it`, 1);
+  if (answer !== 'ECONNREFUSED') throw new ListenRefused(`cannot tell whether ${path} is in use (${answer}); remove it if it is stale`, 2);
+  return temp;
 }
 
-function removeSocket(path: string): void {
+/** What is at the socket's path, when it is a socket; null when nothing is; refused otherwise. */
+function requireSocketOrNothing(path: string): Stats | null {
+  const found = lstatOrNull(path);
+  if (found && !found.isSocket()) throw new ListenRefused(`${path} exists and is not a socket; refusing to replace it`, 2);
+  return found;
+}
+
+/** A unix socket identified by its inode: removed only while it is still that socket. */
+class OwnSocket {
+  constructor(
+    readonly path: string,
+    readonly dev: number,
+    readonly ino: number,
+  ) {}
+
+  static created(path: string): OwnSocket | null {
+    const st = lstatOrNull(path);
+    return st ? new OwnSocket(path, st.dev, st.ino) : null;
+  }
+
+  remove(): void {
+    const st = lstatOrNull(this.path);
+    if (!st || !st.isSocket() || st.dev !== this.dev || st.ino !== this.ino) return;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function lstatOrNull(path: string): Stats | null {
   try {
-    unlinkSync(path);
+    return lstatSync(path);
   } catch {
-    // already gone
+    return null;
   }
 }
 

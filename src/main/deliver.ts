@@ -8,7 +8,7 @@ import type { SetTokensInput, Snapshot } from '../contract.js';
 import { TokendError } from '../errors.js';
 import { TokendClient, TokendClientError } from '../client/index.js';
 import { createLogger } from '../log.js';
-import { ownerIsLive, readOwnerRecord } from '../owner-record.js';
+import { ownerIsLive, trustedOwnerRecord } from '../owner-record.js';
 import { Owner } from '../state-worker/owner.js';
 import type { Config } from './config.js';
 import { ownerOptions } from './daemon.js';
@@ -18,10 +18,13 @@ export interface Delivered {
   readonly expiresAt: string | null;
 }
 
-/** The daemon to hand tokens to: an explicit address, else the live owner of this state file. */
+/**
+ * The daemon to hand tokens to: an explicit address, else the live owner of
+ * this state file, named by an owner record no other user could have written.
+ */
 function daemonAddress(config: Config, explicitListen: string | null): string | null {
   if (explicitListen) return explicitListen;
-  const record = readOwnerRecord(config.stateFile);
+  const record = trustedOwnerRecord(config.stateFile, (line) => process.stderr.write(`tokend: ${line}\n`));
   return record?.listen && ownerIsLive(record) ? record.listen : null;
 }
 

@@ -8,9 +8,11 @@
  * When the worker dies, calls on the old Comlink proxy never settle: the
  * port's 'close' rejects everything outstanding, then a new worker is
  * attached and reloads from the file (the file is always at least as new as
- * anything that was served).
+ * anything that was served). Every death is told with its cause (the thread's
+ * error and code, such as ERR_WORKER_OUT_OF_MEMORY, or its exit code), and so
+ * is the last one when the daemon gives up.
  */
-import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
 import type { OwnerEvent, OwnerOptions, RefreshTrigger, Result, SetTokensInput, Snapshot } from '../contract.js';
 import type { ErrorData } from '../errors.js';
@@ -30,7 +32,49 @@ export interface OwnerHandleEvents {
   onFatal(error: ErrorData): void;
 }
 
-const died: ErrorData = { code: 'internal_error', message: 'the owner thread stopped before answering; it is being restarted' };
+/** How long a death's cause is awaited: the thread's 'exit' normally follows its port's 'close' at once. */
+const CAUSE_WAIT_MS = 1_000;
+
+/** An error as a cause worth a log line: its code (ERR_WORKER_OUT_OF_MEMORY) and its message. */
+export function describeDeath(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+}
+
+/** Watches one owner thread for why it ends: its error, else its exit code. */
+class ThreadEnd {
+  #error: string | null = null;
+  #exitCode: number | null = null;
+  #exited: Promise<void>;
+
+  constructor(worker: Worker | undefined) {
+    if (!worker) {
+      this.#exited = Promise.resolve();
+      return;
+    }
+    worker.once('error', (err: Error) => (this.#error = describeDeath(err)));
+    this.#exited = new Promise((resolve) =>
+      worker.once('exit', (code) => {
+        this.#exitCode = code;
+        resolve();
+      }),
+    );
+  }
+
+  /** The cause, once the thread has exited (its 'error' comes before its 'exit'), or what is known after a while. */
+  async cause(): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, CAUSE_WAIT_MS)))]);
+    clearTimeout(timer);
+    return this.#error ?? (this.#exitCode === null ? 'unknown cause' : `the thread exited with code ${this.#exitCode}`);
+  }
+}
+
+const died = (cause: string, restarting: boolean): ErrorData => ({
+  code: 'internal_error',
+  message: restarting ? `the owner thread stopped before answering (${cause}); it is being restarted` : `the owner thread died (${cause})`,
+});
+const notRunning: ErrorData = { code: 'internal_error', message: 'the owner thread is not running; it is being restarted' };
 
 export class OwnerHandle {
   readonly #options: OwnerOptions;
@@ -49,6 +93,10 @@ export class OwnerHandle {
   #restarts: number[] = [];
   #generation = 0;
   #reattaching = false;
+  /** Set once the first owner has started: a death before that fails the start, with no restart. */
+  #started = false;
+  /** Why the current owner thread ends. */
+  #end = new ThreadEnd(undefined);
 
   private constructor(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents, thread: OwnerThread) {
     this.#options = options;
@@ -56,7 +104,7 @@ export class OwnerHandle {
     this.#ownerLog = deferredLog(log.then((l) => l.child({ thread: 'owner' })));
     this.#events = events;
     this.#pool = thread.pool;
-    thread.onError((err) => this.#log.error({ err: err.message }, 'owner thread failed'));
+    thread.onError((err) => this.#log.error({ err: describeDeath(err) }, 'owner thread failed'));
   }
 
   /**
@@ -70,6 +118,7 @@ export class OwnerHandle {
       await handle.destroy();
       return started;
     }
+    handle.#started = true;
     return { ok: true, value: handle };
   }
 
@@ -85,9 +134,11 @@ export class OwnerHandle {
     this.#ports = [rpc.port1, events.port1];
     events.port1.on('message', (event: OwnerEvent) => this.#onEvent(event));
     // Only the current owner's port counts: a port of an attach that failed closes too.
-    rpc.port1.once('close', () => generation === this.#generation && this.#onDeath());
+    rpc.port1.once('close', () => generation === this.#generation && void this.#onDeath());
     try {
       await this.#pool.run({ rpc: rpc.port2, events: events.port2 }, { transferList: [rpc.port2, events.port2] });
+      // One thread at most: the one that ran the attach task.
+      this.#end = new ThreadEnd(this.#pool.threads[0]);
     } catch (err) {
       this.#generation++;
       for (const port of this.#ports) port.close();
@@ -109,7 +160,9 @@ export class OwnerHandle {
           this.#log.info({ version: r.value.version }, 'owner thread restarted');
           return;
         }
-        if (r.error.details?.['retry'] !== true) return this.#events.onFatal(r.error);
+        if (r.error.details?.['retry'] !== true) {
+          return this.#events.onFatal({ code: r.error.code, message: `the owner thread could not be restarted: ${r.error.message}` });
+        }
         await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
       }
       if (!this.#closing) this.#events.onFatal({ code: 'internal_error', message: 'the owner thread could not be restarted' });
@@ -138,21 +191,26 @@ export class OwnerHandle {
     this.#events.onSnapshot(snapshot, previous);
   }
 
-  #onDeath(): void {
-    for (const reject of this.#pending) reject({ ok: false, error: died });
-    this.#pending.clear();
-    if (this.#remote) releaseOwner(this.#remote);
+  async #onDeath(): Promise<void> {
+    const remote = this.#remote;
     this.#remote = null;
     for (const port of this.#ports) port.close();
-    // A port of an attempt made while replacing the owner closes too: that is not a second death.
-    if (this.#closing || this.#reattaching) return;
+    if (remote) releaseOwner(remote);
+    const cause = await this.#end.cause();
     const now = Date.now();
-    this.#restarts = [...this.#restarts.filter((t) => now - t < 60_000), now];
-    if (this.#restarts.length > MAX_RESTARTS_PER_MINUTE) {
-      this.#events.onFatal({ code: 'internal_error', message: `the owner thread died ${this.#restarts.length} times within a minute` });
+    const recent = [...this.#restarts.filter((t) => now - t < 60_000), now];
+    // A port of an attempt made while replacing the owner closes too: that is not a second death.
+    const restarting = this.#started && !this.#closing && !this.#reattaching && recent.length <= MAX_RESTARTS_PER_MINUTE;
+    const error = died(cause, restarting);
+    for (const reject of this.#pending) reject({ ok: false, error });
+    this.#pending.clear();
+    if (!this.#started || this.#closing || this.#reattaching) return;
+    this.#restarts = recent;
+    if (!restarting) {
+      this.#events.onFatal({ code: 'internal_error', message: `the owner thread died ${recent.length} times within a minute; the last time: ${cause}` });
       return;
     }
-    this.#log.error('owner thread died; starting a new one from the state file');
+    this.#log.error({ cause }, 'owner thread died; starting a new one from the state file');
     this.#events.onRestart();
     void this.#reattach();
   }
@@ -160,7 +218,7 @@ export class OwnerHandle {
   /** Call the owner; a death of the thread rejects the call instead of leaving it hanging. */
   #call<T>(fn: (remote: OwnerRemote) => Promise<Result<T>>): Promise<Result<T>> {
     const remote = this.#remote;
-    if (!remote) return Promise.resolve({ ok: false, error: died });
+    if (!remote) return Promise.resolve({ ok: false, error: notRunning });
     return new Promise<Result<T>>((resolve) => {
       this.#pending.add(resolve);
       fn(remote).then(
@@ -213,9 +271,12 @@ export class OwnerHandle {
     return result;
   }
 
-  /** Kill the owner thread as a crash would (for the restart test; see TOKEND_TEST_HOOKS). */
-  async terminateThread(): Promise<void> {
-    await this.#pool.threads[0]?.terminate();
+  /** A deliberate second stop request: the owner stops waiting for the provider (see OwnerApi.hurry). */
+  async hurry(): Promise<void> {
+    await this.#call(async (r) => {
+      await r.hurry();
+      return { ok: true, value: null };
+    });
   }
 
   /** End the worker thread. */

@@ -1,13 +1,14 @@
 /**
  * `tokend serve`, and what every command shares: how to say a problem, how
- * config problems end a command (one line each, exit 2), and the signal
- * guard. Kept apart from the argument parser: `tokend` and `tokend serve`
+ * config problems end a command (one line each, exit 2), and the daemon's
+ * signal guard. Kept apart from the argument parser: `tokend` and `tokend serve`
  * with no flags (the container's command) start without loading commander.
  */
 import { ConfigError, loadConfig, type Config, type RawOptions } from './config.js';
 import type { Logger } from '../log.js';
 import type { RunningDaemon } from './daemon.js';
 import type { OwnerThread } from './owner-thread.js';
+import { routeSignals, StopRequests } from './signals.js';
 
 /** What the executable hands the commands: how to exit, and an owner thread already booting for `serve`. */
 export interface Runtime {
@@ -19,44 +20,67 @@ export function say(line: string): void {
   process.stderr.write(`tokend: ${line}\n`);
 }
 
+/** What a daemon does when asked to stop. */
+export interface StopControl {
+  stop(reason: string): Promise<number>;
+  /** A deliberate second request: stop waiting for the provider. */
+  hurry(): void;
+}
+
 /**
- * Signal handlers first: a signal during start must still end in a clean stop
- * (and as PID 1, Node ignores SIGTERM unless a handler is installed). A second
- * signal exits at once: every change is already on disk. Installed before the
+ * Take the daemon's signals over (see signals.ts for the table): a stop
+ * signal during start still ends in a clean stop once the daemon is up. Also
+ * the fatal-error handler: a clean stop, then exit 1. Installed before the
  * logger has loaded: until it has, its lines go to stderr as plain text.
  */
-export function guardSignals(logging: Promise<Logger>, exit: (code: number) => never): { attach(stop: (reason: string) => Promise<number>): void } {
+export function guardSignals(logging: Promise<Logger>, exit: (code: number) => never): { attach(control: StopControl): void } {
   let log: Logger | null = null;
   logging.then((l) => (log = l), () => undefined);
-  let stop: ((reason: string) => Promise<number>) | null = null;
-  let requested: string | null = null;
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1) {
-      if (log) log.warn({ signal }, 'second signal: exiting at once');
-      else say(`second signal (${signal}): exiting at once`);
-      exit(1);
-    }
-    requested = signal;
-    if (stop) void stop(signal);
+  const note = (fields: Record<string, unknown>, msg: string): void => {
+    if (log) log.warn(fields, msg);
+    else say(`${msg} (${Object.values(fields).join(', ')})`);
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  process.on('SIGHUP', onSignal);
+  let control: StopControl | null = null;
+  let requested: string | null = null;
+  let hurried = false;
+  const requests = new StopRequests();
+  routeSignals({
+    ignored: (signal) => note({ signal }, 'signal ignored'),
+    stop: (signal) => {
+      switch (requests.next()) {
+        case 'stop':
+          requested = signal;
+          if (control) void control.stop(signal);
+          return;
+        case 'same_request':
+          return note({ signal }, 'signal repeated within a second: the same stop request');
+        case 'hurry':
+          note({ signal }, 'second stop request: no longer waiting for the provider');
+          hurried = true;
+          return control?.hurry();
+        case 'already_stopping':
+          return note({ signal }, 'already stopping');
+      }
+    },
+  });
+  let failed = false;
   const fatal = (err: unknown): void => {
-    const message = (err as Error)?.message;
+    const message = (err as Error)?.message ?? String(err);
     if (log) log.fatal({ err: message }, 'fatal error');
     else say(`fatal error: ${message}`);
-    if (!stop) exit(1);
-    void stop('fatal error').then(() => exit(1));
+    if (!control) exit(1);
+    if (failed) return;
+    failed = true;
+    // Whatever the stop meets (another throw, a rejection), the process ends.
+    void control.stop('fatal error').finally(() => exit(1));
   };
   process.on('uncaughtException', fatal);
   process.on('unhandledRejection', fatal);
   return {
-    attach(fn) {
-      stop = fn;
-      if (requested) void fn(requested);
+    attach(c) {
+      control = c;
+      if (requested) void c.stop(requested);
+      if (hurried) c.hurry();
     },
   };
 }
@@ -94,7 +118,7 @@ export async function serve(opts: RawOptions, runtime: Runtime): Promise<number>
     say(err.error.message);
     return err.exitCode;
   }
-  guard.attach((reason) => daemon.stop(reason));
+  guard.attach({ stop: (reason) => daemon.stop(reason), hurry: () => daemon.hurry() });
   if (daemon.status() === 'waiting_for_login' && process.stdin.isTTY === true && process.stderr.isTTY === true) {
     // A person is at the terminal: run the login here instead of only waiting for one.
     log.info('no tokens yet: starting the login (interactive terminal)');

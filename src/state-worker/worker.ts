@@ -8,7 +8,7 @@
  * stops, RPC calls hang, refresh timers never fire and proper-lockfile's
  * refresher freezes until another process steals the lock.
  */
-import { existsSync, watch } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, watch } from 'node:fs';
 import { dirname } from 'node:path';
 import type { AttachTask, OwnerApi, OwnerEvent } from '../contract.js';
 import { exposeOwner } from '../protocol.js';
@@ -37,7 +37,36 @@ async function testHold(): Promise<void> {
   });
 }
 
+/**
+ * Test hook (TOKEND_TEST_HOOKS=1): crash this thread when the file named by
+ * TOKEND_TEST_CRASH_OWNER appears, as its content says: `throw` (an uncaught
+ * error in a timer), `oom` (out of memory). The file is removed first, so
+ * the next thread lives, unless it says `loop` (every thread crashes).
+ */
+function testCrashTrigger(): void {
+  const path = process.env['TOKEND_TEST_HOOKS'] === '1' ? process.env['TOKEND_TEST_CRASH_OWNER'] : undefined;
+  if (path === undefined) return;
+  const fire = (): void => {
+    let how: string;
+    try {
+      how = readFileSync(path, 'utf8').trim();
+    } catch {
+      return;
+    }
+    watcher.close();
+    if (how !== 'loop') unlinkSync(path);
+    const hog: unknown[] = [];
+    setTimeout(() => {
+      if (how === 'oom') for (;;) hog.push(new Array(1_000).fill({ hog: hog.length }));
+      throw new Error(`test hook: owner thread crashed (${how})`);
+    });
+  };
+  const watcher = watch(dirname(path), fire);
+  fire();
+}
+
 export default function attach(task: AttachTask): string {
+  testCrashTrigger();
   const emit = (event: OwnerEvent): void => task.events.postMessage(event);
   const api: OwnerApi = {
     async start(options) {

@@ -169,23 +169,49 @@ describe('signals', () => {
     keep(d);
   });
 
-  it('a second signal exits at once, and the state on disk is still whole', async () => {
+  it('two SIGTERMs back to back are one stop request: the refresh in flight completes and its new pair is on disk', async () => {
     const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
     const d = await Daemon.start(stubEnv(suite.stub, stateFile));
-    suite.stub.faults.push({ kind: 'hang' });
+    suite.stub.faults.push({ kind: 'delay', ms: 1_500 });
     const arrived = suite.stub.nextRequest();
     void d.request('POST', '/refresh-tokens').catch(() => null);
     await arrived;
     d.kill('SIGTERM');
-    await d.waitForLog('shutting down');
     d.kill('SIGTERM');
     const exit = await d.exited;
     keep(d);
-    assert.equal(exit.code, 1);
+    assert.equal(exit.code, 0, d.output);
+    assert.match(d.stderr, /the same stop request/);
     const file = JSON.parse(readFileSync(stateFile, 'utf8'));
-    assert.equal(file.refresh_token, suite.stub.live!.refresh_token, 'the file holds the still-valid token');
-    // The interrupted refresh left its intent: the next start knows.
-    assert.equal(typeof file.refresh_intent?.refresh_token_fingerprint, 'string');
+    assert.equal(file.refresh_token, suite.stub.live!.refresh_token, 'the rotated refresh token is on disk');
+    assert.equal(file.refresh_intent, null);
+    assert.ok(!existsSync(`${stateFile}.lock`));
+  });
+
+  it('a deliberate second SIGINT stops waiting for the provider: a prompt clean exit, the old pair intact and the intent left open', { todo: "the owner's hurry() does not abort the token request in flight yet" }, async () => {
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const before = suite.stub.live!;
+    const d = await Daemon.start(stubEnv(suite.stub, stateFile, { TOKEND_SHUTDOWN_TIMEOUT_MS: '120000', TOKEND_UPSTREAM_TIMEOUT_MS: '120000' }));
+    suite.stub.faults.push({ kind: 'hang' });
+    const arrived = suite.stub.nextRequest();
+    void d.request('POST', '/refresh-tokens').catch(() => null);
+    await arrived;
+    d.kill('SIGINT');
+    await d.waitForLog('shutting down');
+    // Past the window in which a repeated signal is the same request.
+    await new Promise((r) => setTimeout(r, 1_200));
+    d.kill('SIGINT');
+    await d.waitForLog('second stop request: no longer waiting for the provider');
+    // Without the hurry the daemon would wait out its 120 s timeouts for a provider that never answers.
+    const exit = await Promise.race([d.exited, new Promise<null>((r) => setTimeout(() => r(null), 30_000).unref())]);
+    if (exit === null) d.kill('SIGKILL');
+    keep(d);
+    assert.ok(exit, 'the daemon still waited for the provider after the second SIGINT');
+    assert.equal(exit.code, 0, d.output);
+    const file = JSON.parse(readFileSync(stateFile, 'utf8'));
+    assert.equal(file.refresh_token, before.refresh_token, 'the file holds the still-valid token');
+    assert.equal(typeof file.refresh_intent?.refresh_token_fingerprint, 'string', 'the interrupted refresh left its intent');
+    assert.ok(!existsSync(`${stateFile}.lock`));
     const again = await Daemon.start(stubEnv(suite.stub, stateFile));
     await again.waitForLog(/a refresh was interrupted/);
     assert.equal((await again.stop()).code, 0);
@@ -194,18 +220,22 @@ describe('signals', () => {
 });
 
 describe('the owner thread', () => {
-  it('when it dies, calls in flight fail instead of hanging, and a new one reloads from the file and serves', async () => {
-    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
-    const d = await Daemon.start({ ...stubEnv(suite.stub, stateFile), TOKEND_TEST_HOOKS: '1' });
+  it('when it dies, calls in flight fail instead of hanging (naming the cause), and a new one reloads from the file and serves', async () => {
+    const dir = tempDir();
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
+    const crash = join(dir, 'crash-owner');
+    const d = await Daemon.start({ ...stubEnv(suite.stub, stateFile), TOKEND_TEST_HOOKS: '1', TOKEND_TEST_CRASH_OWNER: crash });
     const token = (await d.request('GET', '/token')).json['access_token'];
     suite.stub.faults.push({ kind: 'hang' });
     const arrived = suite.stub.nextRequest();
     const pending = d.request('POST', '/refresh-tokens');
     await arrived;
-    d.kill('SIGUSR2');
+    writeFileSync(crash, 'throw');
     const failed = await pending;
     assert.equal(failed.status, 500);
-    assert.match(String(failed.json['message']), /owner thread stopped before answering/);
+    assert.match(String(failed.json['message']), /owner thread stopped before answering \(test hook: owner thread crashed \(throw\)\); it is being restarted/);
+    const died = await d.waitForLog('owner thread died; starting a new one from the state file');
+    assert.match(String(died['cause']), /test hook: owner thread crashed/);
     await d.waitForLog('owner thread restarted');
     assert.equal((await d.request('GET', '/token')).json['access_token'], token, 'reloaded from the file');
     const r = await d.request('POST', '/refresh-tokens');
