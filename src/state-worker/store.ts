@@ -82,9 +82,10 @@ export class StateStore {
    * it, the temp file could be a live owner's write in progress.
    */
   async removeStrayTemps(): Promise<void> {
-    const prefix = `.${basename(this.#path)}.tmp-`;
+    // The state file's temp files, and the owner record's.
+    const prefixes = [`.${basename(this.#path)}.tmp-`, `.${basename(this.#path)}.owner.json.tmp-`];
     for (const name of await readdir(this.#dir)) {
-      if (name.startsWith(prefix)) await unlink(join(this.#dir, name)).catch(() => undefined);
+      if (prefixes.some((p) => name.startsWith(p))) await unlink(join(this.#dir, name)).catch(() => undefined);
     }
   }
 

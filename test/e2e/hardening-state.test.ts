@@ -9,19 +9,32 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Daemon, findLeaks, Proc, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { Daemon, findLeaks, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
 const suite = stubSuite();
 const fileOf = (path: string): Record<string, unknown> => JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
 
-/** Start a daemon that must refuse: its exit code and what it printed. */
+/**
+ * Start a daemon that must refuse: its exit code and what it printed. One
+ * that serves (or hangs) instead is killed and fails the test; a refusal
+ * takes well under a second, so the 20 s limit only bounds that failure.
+ */
 async function refused(stateFile: string): Promise<{ code: number | null; stderr: string }> {
-  const p = await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' });
+  const p = new Proc(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' });
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([p.exited, new Promise<'running'>((resolve) => (timer = setTimeout(resolve, 20_000, 'running')))]);
+  clearTimeout(timer);
+  if (outcome === 'running') {
+    p.kill('SIGKILL');
+    await p.exited;
+    assert.fail(`the daemon did not refuse:\n${p.output}`);
+  }
+  const exit = await p.exited;
   suite.outputs.push(p.output);
   assert.equal(p.stdout, '');
-  return { code: p.result.code, stderr: p.stderr };
+  return { code: exit.code, stderr: p.stderr };
 }
 
 describe('refresh tokens are never dropped', () => {
