@@ -20,7 +20,7 @@ import { constants as fsc, type Stats } from 'node:fs';
 import { lstat, mkdir, open, readdir, realpath, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { TokendError } from '../errors.js';
-import { ownershipProblem, privateDirProblem, writePrivateFile } from '../fs-safety.js';
+import { ancestorsProblem, ownershipProblem, privateDirProblem, writePrivateFile } from '../fs-safety.js';
 import type { Log } from '../log.js';
 import { decodeState, emptyState, encodeState, foreignKeys, parseStateObject, type RawFile, type StoredState } from './codec.js';
 
@@ -62,7 +62,7 @@ export class StateStore {
     await mkdir(dirname(this.#path), { recursive: true, mode: 0o700 });
     this.#path = await realFile(this.#path);
     this.#dir = dirname(this.#path);
-    const dirProblem = privateDirProblem(this.#dir);
+    const dirProblem = privateDirProblem(this.#dir) ?? ancestorsProblem(this.#dir);
     if (dirProblem) throw unsafe(`state directory ${this.#dir} is unsafe: ${dirProblem}`);
     const st = await lstat(this.#path).catch(() => null);
     if (st === null) return;

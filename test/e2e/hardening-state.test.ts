@@ -206,6 +206,18 @@ describe('files other users could reach', () => {
     assert.equal(readFileSync(stateFile, 'utf8'), before);
   });
 
+  it('a private state directory inside one every user may write to (no sticky bit) is refused: it could be swapped', async () => {
+    const open = tempDir();
+    chmodSync(open, 0o777);
+    const dir = join(open, 'private');
+    mkdirSync(dir, { mode: 0o700 });
+    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
+    const r = await refused(stateFile);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /lies inside .* which other users may write to without the sticky bit \(mode 0777\)/);
+    assert.deepEqual(readdirSync(dir), ['tokens.json']);
+  });
+
   it('a state file writable by its group, or owned by another user, is refused at start, exit 2', async () => {
     const groupWritable = stateFileWith(tempDir(), suite.stub.login(), 3600);
     chmodSync(groupWritable, 0o660);
