@@ -73,6 +73,8 @@ export interface TokenView {
   readonly fingerprint: string;
   /** Short fingerprint of the refresh token, or null when none is held. */
   readonly refreshFingerprint: string | null;
+  /** Short fingerprint of the refresh token the current one replaced, kept until the current one has been redeemed once. */
+  readonly replacedRefreshFingerprint: string | null;
 }
 
 export interface RefreshView {
@@ -111,6 +113,7 @@ export interface Snapshot {
 
 export interface SetTokensInput {
   readonly accessToken: string;
+  /** null: not given, the current refresh token is kept. */
   readonly refreshToken: string | null;
   readonly expiresInSec: number | null;
   readonly tokenType?: string;

@@ -104,3 +104,25 @@ export function trustedFile(path: string): boolean {
     return false;
   }
 }
+
+/**
+ * Why a directory's ancestors let another user swap it for their own, or null.
+ * Whoever may rename entries in an ancestor (its owner, or anyone when it is
+ * writable without the sticky bit, as /tmp has) can replace the whole path.
+ */
+export function ancestorsProblem(dir: string): string | null {
+  for (let cur = dirname(dir); ; cur = dirname(cur)) {
+    let st: Stats;
+    try {
+      st = statSync(cur);
+    } catch (err) {
+      return `cannot inspect ${cur} (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+    }
+    const uid = myUid();
+    if (uid !== null && st.uid !== uid && st.uid !== 0) return `${dir} lies inside ${cur}, which is owned by uid ${st.uid}: that user could replace it`;
+    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
+      return `${dir} lies inside ${cur}, which other users may write to without the sticky bit (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}): they could replace it; run: chmod go-w ${cur}`;
+    }
+    if (cur === dirname(cur)) return null;
+  }
+}

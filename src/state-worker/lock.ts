@@ -7,12 +7,15 @@
  * taken over at once only when the recorded owner's pid is gone on this host
  * (or is this very process, whose previous owner thread died) — never by
  * waiting out proper-lockfile's stale timeout, never from a live owner.
+ * The file locked is the state file's real path, so every name of one file
+ * leads to one lock.
  */
-import { utimes, writeFile, rename, unlink } from 'node:fs/promises';
+import { utimes, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import lockfile from 'proper-lockfile';
 import type { OwnerRecord } from '../contract.js';
 import { TokendError } from '../errors.js';
+import { writePrivateFile } from '../fs-safety.js';
 import { describeOwner, ownerRecordPath, pidAlive, readOwnerRecord } from '../owner-record.js';
 
 /** Every party must use the same `stale`, or a quick taker steals a live lock. */
@@ -45,7 +48,8 @@ export class StateLock {
     try {
       this.#release = await lockfile.lock(this.#file, options);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ELOCKED') throw new TokendError('persist_failed', `cannot lock state file ${this.#file}: cannot create ${this.#file}.lock (${code ?? (err as Error).message})`, { cause: err });
       const record = readOwnerRecord(this.#file);
       if (!this.#mayTakeOver(record, owner)) {
         const who = record ? describeOwner(record) : 'another process (no owner record)';
@@ -86,11 +90,9 @@ export class StateLock {
     await this.#writeRecord();
   }
 
+  /** Written like the state file (random temp name, O_EXCL, O_NOFOLLOW, 0600, rename): nothing planted at either name is followed. */
   async #writeRecord(): Promise<void> {
-    const path = ownerRecordPath(this.#file);
-    const temp = `${path}.tmp-${process.pid}`;
-    await writeFile(temp, `${JSON.stringify(this.#record)}\n`, { mode: 0o600 });
-    await rename(temp, path);
+    await writePrivateFile(ownerRecordPath(this.#file), `${JSON.stringify(this.#record)}\n`);
   }
 
   async release(): Promise<void> {

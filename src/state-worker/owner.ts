@@ -9,6 +9,12 @@
  * written (disk full): the provider has already rotated the token, so the new
  * pair is kept in memory, served, reported as a persistence failure and
  * written again until it lands — dropping it would lose the login.
+ *
+ * A refresh token is never dropped on a guess: tokens set without one keep
+ * the current one; a refresh token replaced (by hand, or by a refused answer
+ * that still rotated it) is kept until its successor has been redeemed once,
+ * and is tried before the login is declared lost. Nothing is written once the
+ * lock is released: a token request still in flight then is abandoned first.
  */
 import type { OwnerEvent, OwnerOptions, Result, SetTokensInput, Snapshot, DaemonStatus, RefreshTrigger } from '../contract.js';
 import { TokendError, type ErrorData } from '../errors.js';
@@ -17,11 +23,17 @@ import type { Log } from '../log.js';
 import type { StoredState, StoredTokens } from './codec.js';
 import { StateLock } from './lock.js';
 import type { OAuthClient, TokenResponse, UpstreamFailure } from './oauth.js';
+import { clampTimeMs } from './codec.js';
 import { Refresher } from './refresher.js';
 import { isAboutToExpire } from '../expiry.js';
 import { StateStore } from './store.js';
 
 const LOGIN_HINT = 'run `tokend login` to authorize again';
+/** How long close() waits for an abandoned token request to give up before the lock is released anyway. */
+const ABANDON_GRACE_MS = 2_000;
+
+/** What the owner needs of the provider client (a fake one in unit tests). */
+export type TokenClient = Pick<OAuthClient, 'refresh' | 'close'>;
 
 const ok = <T>(value: T): Result<T> => ({ ok: true, value });
 const err = (code: ErrorData['code'], message: string, details?: Record<string, unknown>): Result<never> => ({
@@ -36,9 +48,14 @@ export class Owner {
   readonly #log: Log;
   readonly #emit: (event: OwnerEvent) => void;
   readonly #store: StateStore;
-  readonly #lock: StateLock;
+  /** On the state file's real path, known once the store is prepared. */
+  #lock: StateLock | null = null;
   /** Loaded on the first refresh: a start with a valid token never loads undici. */
-  #oauth: Promise<OAuthClient> | null = null;
+  #oauth: Promise<TokenClient> | null = null;
+  /** Aborts every token request from the moment shutdown stops waiting for the provider. */
+  readonly #abandon = new AbortController();
+  /** Set once the lock is released: nothing may be written after that. */
+  #sealed = false;
   readonly #refresher: Refresher;
 
   #state: StoredState | null = null;
@@ -56,12 +73,12 @@ export class Owner {
   #writes: Promise<unknown> = Promise.resolve();
   #seq = 0;
 
-  constructor(opts: OwnerOptions, log: Log, emit: (event: OwnerEvent) => void) {
+  constructor(opts: OwnerOptions, log: Log, emit: (event: OwnerEvent) => void, client?: () => Promise<TokenClient>) {
     this.#opts = opts;
     this.#log = log;
     this.#emit = emit;
-    this.#store = new StateStore(opts.stateFile);
-    this.#lock = new StateLock(opts.stateFile);
+    if (client) this.#oauth = client();
+    this.#store = new StateStore(opts.stateFile, log);
     this.#refresher = new Refresher({
       wakeIntervalMs: opts.wakeIntervalMs,
       redeem: () => this.#redeem(),
@@ -76,29 +93,43 @@ export class Owner {
   async start(): Promise<Result<Snapshot>> {
     try {
       await this.#store.prepare();
+      this.#lock = new StateLock(this.#store.path);
       await this.#lock.acquire(this.#opts.owner, (e) => this.#onLockCompromised(e));
       const [{ state, movedAsideTo }] = await Promise.all([this.#store.load(this.#opts.moveCorruptAside), this.#store.removeStrayTemps()]);
       if (movedAsideTo) this.#log.warn({ movedAsideTo }, 'state file was corrupt: moved aside, starting without tokens');
       this.#state = state;
-      if (state.intent && state.tokens?.refreshToken && state.intent.refreshFingerprint === fingerprint(state.tokens.refreshToken)) {
-        this.#uncertain = { fingerprint: state.intent.refreshFingerprint, sinceMs: state.intent.startedAtMs };
-        this.#log.warn(
-          { refreshFingerprint: state.intent.refreshFingerprint, startedAt: new Date(state.intent.startedAtMs).toISOString() },
-          'a refresh was interrupted before its result was saved; retrying it',
-        );
-      }
-      this.#log.info({ stateFile: this.#opts.stateFile, version: state.version, status: this.#status() }, 'state loaded');
+      this.#noteOpenIntent(state);
+      const real = this.#store.path === this.#opts.stateFile ? {} : { realPath: this.#store.path };
+      this.#log.info({ stateFile: this.#opts.stateFile, ...real, version: state.version, status: this.#status() }, 'state loaded');
       this.#publish();
       this.#refresher.schedule();
       return ok(this.snapshot());
     } catch (e) {
-      await this.#lock.release().catch(() => undefined);
+      await this.#lock?.release().catch(() => undefined);
       return toResult(e);
     }
   }
 
+  /** An intent left open by a crash: say so, and remember it for the verdict if the token is then refused. */
+  #noteOpenIntent(state: StoredState): void {
+    const intent = state.intent;
+    if (!intent) return;
+    const startedAt = new Date(clampTimeMs(intent.startedAtMs) ?? 0).toISOString();
+    const t = state.tokens;
+    const held = [t?.refreshToken, t?.replacedRefreshToken].some((token) => token && fingerprint(token) === intent.refreshFingerprint);
+    if (held) {
+      this.#uncertain = { fingerprint: intent.refreshFingerprint, sinceMs: intent.startedAtMs };
+      this.#log.warn({ refreshFingerprint: intent.refreshFingerprint, startedAt }, 'a refresh was interrupted before its result was saved; retrying it');
+    } else {
+      this.#log.warn(
+        { refreshFingerprint: intent.refreshFingerprint, startedAt },
+        'a refresh of a refresh token no longer in the state file was interrupted before its result was saved; the tokens in the file were set since',
+      );
+    }
+  }
+
   setListen(listen: string): Promise<void> {
-    return this.#lock.setListen(listen);
+    return this.#lock?.setListen(listen) ?? Promise.resolve();
   }
 
   refresh(trigger: RefreshTrigger): Promise<Result<Snapshot>> {
@@ -127,10 +158,10 @@ export class Owner {
         ...cur,
         tokens: {
           accessToken: input.accessToken,
-          refreshToken: input.refreshToken,
+          ...keepRefreshToken(cur.tokens, input.refreshToken),
           tokenType: input.tokenType ?? 'Bearer',
           scope: input.scope ?? cur.tokens?.scope ?? null,
-          expiresAtMs: input.expiresInSec === null ? null : now + input.expiresInSec * 1000,
+          expiresAtMs: input.expiresInSec === null ? null : clampTimeMs(now + input.expiresInSec * 1000),
           obtainedAtMs: now,
           provider: this.#opts.provider.name,
           account: { ...(cur.tokens?.account ?? {}), ...(input.extra ?? {}) },
@@ -149,20 +180,31 @@ export class Owner {
     return ok(this.snapshot());
   }
 
-  /** See OwnerApi.hurry. */
+  /**
+   * A deliberate second stop request: abandon the token request in flight so
+   * close() can finish. An answer that has already arrived is written anyway:
+   * its write is not a token request, and close() waits for it.
+   */
   hurry(): void {
-    // Implemented with the abortable token request (oauth.ts).
+    if (this.#abandon.signal.aborted) return;
+    if (this.#refresher.view().inFlight) this.#log.warn('stop requested again: abandoning the token request in flight (an answer already received is still written)');
+    this.#abandon.abort();
   }
 
   async close(timeoutMs: number): Promise<Result<null>> {
     this.#closing = true;
     this.#refresher.stop();
-    const settled = await this.#refresher.settled(timeoutMs);
-    if (!settled) this.#log.warn({ timeoutMs }, 'refresh still in flight at shutdown; its answer, if any, will be lost');
+    if (!(await this.#refresher.settled(timeoutMs))) {
+      // Releasing the lock under a live request would let its answer be written without the lock.
+      this.#log.warn({ timeoutMs }, 'refresh still in flight at shutdown: abandoning the token request');
+      this.#abandon.abort();
+      if (!(await this.#refresher.settled(ABANDON_GRACE_MS))) this.#log.error('the abandoned refresh did not end; its answer, if any, will not be written');
+    }
     if (this.#persistRetry) clearTimeout(this.#persistRetry);
     if (this.#unsaved) await this.#flush();
     await this.#writes.catch(() => undefined);
-    await this.#lock.release();
+    this.#sealed = true;
+    await this.#lock?.release();
     if (this.#oauth) await (await this.#oauth).close();
     this.#log.info({ version: this.#state?.version, unsaved: this.#unsaved }, 'owner closed');
     return ok(null);
@@ -187,7 +229,11 @@ export class Owner {
     // refresh token in the file; our own writes never differ from memory.
     const adopted = !this.#unsaved && (blocked === null || blocked.code === 'reauthorization_required') && (await this.#adoptNewerFileToken());
     if (blocked && !adopted) return { ok: false, error: blocked };
-    const refreshToken = this.#state!.tokens!.refreshToken!;
+    return this.#redeemToken(this.#state!.tokens!.refreshToken!);
+  }
+
+  /** Redeem `refreshToken` (the current one, or the one it replaced), with its intent on disk first. */
+  async #redeemToken(refreshToken: string): Promise<Result<null>> {
     const fp = fingerprint(refreshToken);
     const started = Date.now();
     try {
@@ -201,48 +247,83 @@ export class Owner {
     let response: TokenResponse;
     try {
       this.#log.debug({ refreshFingerprint: fp }, 'refreshing');
-      response = await (await this.#client()).refresh(refreshToken);
+      response = await (await this.#client()).refresh(refreshToken, this.#abandon.signal);
     } catch (caught) {
       const seconds = (Date.now() - started) / 1000;
       if ((caught as Error).name !== 'UpstreamFailure') throw caught;
       const e = caught as UpstreamFailure;
       this.#emit({ type: 'refresh', outcome: e.kind === 'transient' ? 'transient_error' : e.kind, seconds });
-      return this.#onRefreshFailure(e, fp);
+      return this.#onRefreshFailure(e, refreshToken);
     }
     this.#emit({ type: 'refresh', outcome: 'success', seconds: (Date.now() - started) / 1000 });
-    await this.#adoptResponse(response);
+    for (const warning of response.warnings) this.#log.warn({ refreshFingerprint: fp }, warning);
+    await this.#adoptResponse(response, refreshToken);
     return ok(null);
   }
 
   /** Persist a fresh pair before anything else happens; keep it in memory if the disk refuses. */
-  async #adoptResponse(response: TokenResponse): Promise<void> {
+  async #adoptResponse(response: TokenResponse, redeemed: string): Promise<void> {
     const now = Date.now();
-    const next = (cur: StoredState): StoredState => ({
+    await this.#commitRotation((cur) => ({
       ...cur,
-      tokens: mergeTokens(cur.tokens, response, now, this.#opts.provider.name),
+      tokens: mergeTokens(cur.tokens, response, redeemed, now, this.#opts.provider.name),
       intent: null,
-    });
-    try {
-      await this.#commit(next);
-    } catch (e) {
-      // The provider has rotated the token: the new pair exists only here now.
-      const cur = this.#state!;
-      this.#state = { ...next(cur), version: cur.version + 1 };
-      this.#unsaved = true;
-      this.#persistError = (e as Error).message;
-      this.#log.error({ err: (e as Error).message }, 'refreshed tokens could not be written; keeping them in memory and retrying the write');
-      this.#schedulePersistRetry();
-    }
-    this.#uncertain = null;
+    }));
     this.#log.info(
       { accessFingerprint: fingerprint(response.accessToken), expiresAt: isoOrNull(this.#state!.tokens!.expiresAtMs), version: this.#state!.version },
       'token refreshed',
     );
   }
 
-  async #onRefreshFailure(e: UpstreamFailure, fp: string): Promise<Result<null>> {
+  /**
+   * Write a change the provider has already made (a rotation): if the disk
+   * refuses, the change is kept in memory, served, and written again until it lands.
+   */
+  async #commitRotation(change: (cur: StoredState) => StoredState): Promise<void> {
+    try {
+      await this.#commit(change);
+    } catch (e) {
+      // The provider has rotated the token: the new one exists only here now.
+      const cur = this.#state!;
+      this.#state = { ...change(cur), version: cur.version + 1 };
+      this.#unsaved = true;
+      this.#persistError = (e as Error).message;
+      this.#log.error({ err: (e as Error).message }, 'refreshed tokens could not be written; keeping them in memory and retrying the write');
+      this.#schedulePersistRetry();
+    }
+    this.#uncertain = null;
+  }
+
+  /**
+   * A refused answer that still carried a new refresh token: the provider may
+   * have rotated, so the redeemed token may be spent. Keep the new one (the
+   * redeemed one as its predecessor), keep the access token, retry on the backoff schedule.
+   */
+  async #keepRotated(e: UpstreamFailure, rotated: string, redeemed: string): Promise<Result<null>> {
+    await this.#commitRotation((cur) => ({
+      ...cur,
+      tokens: cur.tokens ? { ...cur.tokens, refreshToken: rotated, replacedRefreshToken: redeemed } : null,
+      intent: null,
+    }));
+    this.#log.warn(
+      { refreshFingerprint: fingerprint(rotated), replacedFingerprint: fingerprint(redeemed), status: e.status, kind: e.kind },
+      `${e.message}; the answer carried a new refresh token: kept it, with the one it replaces, and retrying`,
+    );
+    return err('upstream_error', e.message, { upstream: { status: e.status, error: e.error }, retryAfterMs: e.retryAfterMs });
+  }
+
+  async #onRefreshFailure(e: UpstreamFailure, redeemed: string): Promise<Result<null>> {
+    const fp = fingerprint(redeemed);
+    const rotated = e.rotatedRefreshToken;
+    if (rotated !== null && rotated !== redeemed && this.#state?.tokens) return this.#keepRotated(e, rotated, redeemed);
     if (e.kind === 'invalid_grant') {
       if (await this.#adoptNewerFileToken()) return this.#redeem();
+      // Tried once per refusal: when it is refused too, `redeemed` is the replaced one and this is skipped.
+      const replaced = this.#state?.tokens?.replacedRefreshToken ?? null;
+      if (replaced !== null && replaced !== redeemed && this.#state?.tokens?.refreshToken === redeemed) {
+        this.#log.warn({ refreshFingerprint: fp, replacedFingerprint: fingerprint(replaced) }, 'the provider refused the refresh token: trying the one it replaced');
+        return this.#redeemToken(replaced);
+      }
       const lost = this.#uncertain?.fingerprint === fp ? this.#uncertain : null;
       this.#reauthReason = lost
         ? `the provider refused the refresh token (${e.error ?? 'invalid_grant'}); a refresh started at ${new Date(lost.sinceMs).toISOString()} was interrupted before its answer was saved, so the provider had most likely rotated it already: ${LOGIN_HINT}`
@@ -278,7 +359,7 @@ export class Owner {
     return true;
   }
 
-  #client(): Promise<OAuthClient> {
+  #client(): Promise<TokenClient> {
     this.#oauth ??= import('./oauth.js').then(({ OAuthClient }) => new OAuthClient(this.#opts.provider, this.#opts.timeouts));
     return this.#oauth;
   }
@@ -288,6 +369,7 @@ export class Owner {
   /** Compute the next state from the latest one, write it, then adopt it. Serialized. */
   #commit(change: (cur: StoredState) => StoredState): Promise<void> {
     const run = async (): Promise<void> => {
+      if (this.#sealed) throw new TokendError('persist_failed', `not writing ${this.#opts.stateFile}: the owner has closed and released the lock`);
       const cur = this.#state!;
       const next = { ...change(cur), version: cur.version + 1 };
       const started = performance.now();
@@ -385,11 +467,12 @@ export class Owner {
               obtainedAtMs: t.obtainedAtMs,
               fingerprint: fingerprint(t.accessToken),
               refreshFingerprint: t.refreshToken ? fingerprint(t.refreshToken) : null,
+              replacedRefreshFingerprint: t.replacedRefreshToken ? fingerprint(t.replacedRefreshToken) : null,
             }
           : null,
       refresh: r,
       persist: { ok: this.#persistError === null, lastError: this.#persistError, lastWriteAtMs: this.#lastWriteAtMs },
-      lockHeld: this.#lock.held,
+      lockHeld: this.#lock?.held ?? false,
       stateFile: this.#opts.stateFile,
       provider: t?.provider ?? this.#opts.provider.name,
       account: t?.account ?? {},
@@ -401,19 +484,35 @@ export class Owner {
   }
 }
 
-function mergeTokens(cur: StoredTokens | null, r: TokenResponse, nowMs: number, provider: string): StoredTokens {
+function mergeTokens(cur: StoredTokens | null, r: TokenResponse, redeemed: string, nowMs: number, provider: string): StoredTokens {
   return {
     accessToken: r.accessToken,
-    // A response without a refresh token keeps the current one.
-    refreshToken: r.refreshToken ?? cur?.refreshToken ?? null,
+    // A response without a refresh token keeps the one just redeemed (still valid: it was not rotated).
+    refreshToken: r.refreshToken ?? redeemed,
+    // Redeemed once: the token it replaced is no longer needed.
+    replacedRefreshToken: null,
     tokenType: r.tokenType,
     scope: r.scope ?? cur?.scope ?? null,
-    // Bounded by the parser: a provider that omits expires_in gets an hour (refreshing at once would loop).
-    expiresAtMs: nowMs + r.expiresInSec * 1000,
+    // Bounded by the parser; clamped here too, so no lifetime can make the write fail.
+    expiresAtMs: clampTimeMs(nowMs + r.expiresInSec * 1000),
     obtainedAtMs: nowMs,
     provider,
     account: { ...(cur?.account ?? {}), ...r.account },
   };
 }
 
-const isoOrNull = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+/**
+ * The refresh token (and its predecessor) after tokens are set: `given` null
+ * means "not given", which keeps the current one; a different one replaces
+ * it, and the replaced one is kept until the new one has been redeemed.
+ */
+function keepRefreshToken(cur: StoredTokens | null, given: string | null): Pick<StoredTokens, 'refreshToken' | 'replacedRefreshToken'> {
+  const current = cur?.refreshToken ?? null;
+  if (given === null || given === current) return { refreshToken: current, replacedRefreshToken: cur?.replacedRefreshToken ?? null };
+  return { refreshToken: given, replacedRefreshToken: current ?? cur?.replacedRefreshToken ?? null };
+}
+
+const isoOrNull = (ms: number | null): string | null => {
+  const clamped = clampTimeMs(ms);
+  return clamped === null ? null : new Date(clamped).toISOString();
+};

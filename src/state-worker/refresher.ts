@@ -8,7 +8,15 @@
  * clock on each wake-up, so suspend, resume and clock jumps are noticed and
  * an overdue refresh happens at once. Failures back off exponentially with
  * jitter; Retry-After is never undercut.
+ *
+ * No answer and no caller can make it hammer the provider: attempts start at
+ * least `MIN_SPACING_MS` apart whatever triggers them (a provider that grants
+ * a token for a millisecond would otherwise be asked again at once, forever),
+ * and an explicit request made within `RECENT_MS` of a successful refresh is
+ * answered from that refresh (any local caller may ask, and each rotation
+ * counts against the provider's rate limit).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { RefreshTrigger, RefreshView, Result } from '../contract.js';
 import type { ErrorData } from '../errors.js';
 import type { Log } from '../log.js';
@@ -28,6 +36,11 @@ export interface RefresherDeps {
 
 const RETRYABLE = new Set<ErrorData['code']>(['upstream_error', 'persist_failed']);
 
+/** The least time between the starts of two attempts. */
+export const MIN_SPACING_MS = 1_000;
+/** An explicit refresh this soon after a successful one is answered from it. */
+export const RECENT_MS = 5_000;
+
 export class Refresher {
   readonly #deps: RefresherDeps;
   #inflight: Promise<Result<null>> | null = null;
@@ -39,7 +52,11 @@ export class Refresher {
   #notBeforeMs = 0;
   #failures = 0;
   #lastAttemptAtMs: number | null = null;
+  /** When the latest attempt started or is due to start (after waiting out the spacing). */
+  #lastStartAtMs = Number.NEGATIVE_INFINITY;
   #lastSuccessAtMs: number | null = null;
+  /** The last success explicit requests may be answered from; forgotten when tokens are replaced. */
+  #recentSuccessAtMs: number | null = null;
   #lastError: ErrorData | null = null;
 
   constructor(deps: RefresherDeps) {
@@ -49,12 +66,20 @@ export class Refresher {
   /**
    * Refresh now, or join the refresh in flight. Timer and read triggers keep
    * to the backoff schedule; an explicit request (HTTP, CLI) goes at once
-   * unless the provider asked for a pause with Retry-After.
+   * unless the provider asked for a pause with Retry-After, or a refresh has
+   * just succeeded (it is the answer). Every attempt waits out the spacing.
    */
   run(trigger: RefreshTrigger): Promise<Result<null>> {
     if (this.#inflight) return this.#inflight;
     const now = Date.now();
     const explicit = trigger === 'http' || trigger === 'cli';
+    if (explicit && this.#recentSuccessAtMs !== null && now - this.#recentSuccessAtMs < RECENT_MS) {
+      this.#deps.log.info(
+        { trigger, lastSuccessAt: new Date(this.#recentSuccessAtMs).toISOString() },
+        `refresh requested less than ${RECENT_MS / 1000} s after the last successful one: answered from it, the provider was not called`,
+      );
+      return Promise.resolve({ ok: true, value: null });
+    }
     const waitUntil = explicit ? this.#notBeforeMs : Math.max(this.#notBeforeMs, this.#retryAtMs ?? 0);
     if (waitUntil > now && this.#lastError) {
       return Promise.resolve({
@@ -62,8 +87,9 @@ export class Refresher {
         error: { ...this.#lastError, details: { ...this.#lastError.details, retryAt: new Date(waitUntil).toISOString() } },
       });
     }
-    this.#lastAttemptAtMs = now;
-    const attempt = this.#attempt(trigger).finally(() => {
+    const startAt = Math.max(now, this.#lastStartAtMs + MIN_SPACING_MS);
+    this.#lastStartAtMs = startAt;
+    const attempt = this.#spaced(startAt - now, trigger).finally(() => {
       this.#inflight = null;
       this.schedule();
       this.#deps.onChange();
@@ -71,6 +97,12 @@ export class Refresher {
     this.#inflight = attempt;
     this.#deps.onChange();
     return attempt;
+  }
+
+  async #spaced(waitMs: number, trigger: RefreshTrigger): Promise<Result<null>> {
+    if (waitMs > 0) await sleep(waitMs);
+    this.#lastAttemptAtMs = Date.now();
+    return this.#attempt(trigger);
   }
 
   async #attempt(trigger: RefreshTrigger): Promise<Result<null>> {
@@ -82,8 +114,9 @@ export class Refresher {
     }
     const now = Date.now();
     if (result.ok) {
-      this.#lastSuccessAtMs = now;
       this.reset();
+      this.#lastSuccessAtMs = now;
+      this.#recentSuccessAtMs = now;
       return result;
     }
     this.#lastError = result.error;
@@ -142,8 +175,9 @@ export class Refresher {
     return done;
   }
 
-  /** Forget failures: new tokens start a clean schedule. */
+  /** Forget failures and the last success: new tokens start a clean schedule. */
   reset(): void {
+    this.#recentSuccessAtMs = null;
     this.#failures = 0;
     this.#retryAtMs = null;
     this.#notBeforeMs = 0;

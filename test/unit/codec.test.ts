@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeState, encodeState, foreignKeys } from '../../src/state-worker/codec.ts';
+import { decodeState, encodeState, foreignKeys, jsonNesting, MAX_NESTING, MAX_STATE_VERSION } from '../../src/state-worker/codec.ts';
 import { TokendError } from '../../src/errors.ts';
 
 const full = {
@@ -54,6 +54,10 @@ describe('state file codec', () => {
     ['not an object', '[1,2]'],
     ['mistyped field', JSON.stringify({ ...full, expires_at: 42 })],
     ['bad date', JSON.stringify({ ...full, expires_at: 'tomorrow' })],
+    ['date past the range of a Date', JSON.stringify({ ...full, expires_at: '+300000-01-01T00:00:00.000Z' })],
+    ['state_version of 2^53', JSON.stringify({ ...full, state_version: 2 ** 53 })],
+    ['state_version of 1e300', JSON.stringify({ ...full, state_version: 1e300 })],
+    ['nesting 20,000 deep', `{"deep":${'['.repeat(20_000)}${']'.repeat(20_000)}}`],
   ] as const) {
     it(`refuses a ${name} file with state_corrupt, naming no value`, () => {
       assert.throws(
@@ -62,4 +66,54 @@ describe('state file codec', () => {
       );
     });
   }
+
+  it('names the cause: a version too large to increment, a date out of range, nesting too deep', () => {
+    const message = (text: string): string => {
+      try {
+        decodeState(text, 'f');
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'accepted';
+    };
+    assert.match(message(JSON.stringify({ ...full, state_version: 2 ** 53 })), /state_version.*at most/);
+    assert.match(message(JSON.stringify({ ...full, obtained_at: '-300000-01-01T00:00:00Z' })), /obtained_at.*between the years/);
+    assert.match(message(`{"a":${'['.repeat(MAX_NESTING + 1)}${']'.repeat(MAX_NESTING + 1)}}`), new RegExp(`nests deeper than ${MAX_NESTING} levels`));
+    assert.equal(decodeState(JSON.stringify({ ...full, state_version: MAX_STATE_VERSION }), 'f').state.version, MAX_STATE_VERSION);
+  });
+
+  it('counts nesting without parsing, ignoring brackets inside strings', () => {
+    assert.equal(jsonNesting('{"a":[{"b":"[[[[{{{{\\"}]}'), 3);
+    assert.equal(jsonNesting('{"a":"\\"}'), 1);
+    assert.equal(jsonNesting('"[[["'), 0);
+  });
+
+  it('keeps __proto__, constructor and prototype keys of other tools as plain keys', () => {
+    const text = '{"access_token":"a","__proto__":{"polluted":true},"constructor":{"x":1},"prototype":2}';
+    const { state, raw } = decodeState(text, 'f');
+    const written = encodeState({ ...state, version: 1 }, foreignKeys(raw));
+    const again = JSON.parse(written) as Record<string, unknown>;
+    assert.ok(Object.hasOwn(again, '__proto__'), written);
+    assert.deepEqual(again['__proto__'], { polluted: true });
+    assert.deepEqual(again['constructor'], { x: 1 });
+    assert.equal(again['prototype'], 2);
+    assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
+  });
+
+  it('never fails to encode, whatever the times say', () => {
+    const { state } = decodeState(JSON.stringify(full), 'f');
+    for (const ms of [9e18, -9e18, Number.NaN, Number.POSITIVE_INFINITY, 8.64e15 + 1]) {
+      const absurd = { ...state, tokens: { ...state.tokens!, expiresAtMs: ms, obtainedAtMs: ms }, intent: { refreshFingerprint: 'f', startedAtMs: ms } };
+      const back = decodeState(encodeState(absurd, {}), 'f').state;
+      assert.ok(back.tokens!.expiresAtMs === null || Math.abs(back.tokens!.expiresAtMs) <= 8.64e15);
+    }
+  });
+
+  it('round-trips replaced_refresh_token, and writes it only while there is one', () => {
+    const { state } = decodeState(JSON.stringify({ ...full, replaced_refresh_token: 'ref_0' }), 'f');
+    assert.equal(state.tokens?.replacedRefreshToken, 'ref_0');
+    assert.equal(JSON.parse(encodeState(state, {})).replaced_refresh_token, 'ref_0');
+    const redeemed = { ...state, tokens: { ...state.tokens!, replacedRefreshToken: null } };
+    assert.equal(Object.hasOwn(JSON.parse(encodeState(redeemed, {})), 'replaced_refresh_token'), false);
+  });
 });
