@@ -176,7 +176,9 @@ describe('signals', () => {
     const arrived = suite.stub.nextRequest();
     void d.request('POST', '/refresh-tokens').catch(() => null);
     await arrived;
+    // Back to back, as GNU timeout sends them; the second after the first was seen, so the kernel cannot merge them.
     d.kill('SIGTERM');
+    await d.waitForLog('shutting down');
     d.kill('SIGTERM');
     const exit = await d.exited;
     keep(d);
@@ -188,7 +190,7 @@ describe('signals', () => {
     assert.ok(!existsSync(`${stateFile}.lock`));
   });
 
-  it('a deliberate second SIGINT stops waiting for the provider: a prompt clean exit, the old pair intact and the intent left open', { todo: "the owner's hurry() does not abort the token request in flight yet" }, async () => {
+  it('a deliberate second SIGINT stops waiting for the provider: a prompt clean exit, the old pair intact and the intent left open', async () => {
     const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
     const before = suite.stub.live!;
     const d = await Daemon.start(stubEnv(suite.stub, stateFile, { TOKEND_SHUTDOWN_TIMEOUT_MS: '120000', TOKEND_UPSTREAM_TIMEOUT_MS: '120000' }));
