@@ -4,13 +4,30 @@
  * owner from it; a restart after a crash takes the lock over at once when the
  * recorded pid is gone on this host.
  */
-import { lstatSync, readFileSync, type Stats } from 'node:fs';
+import { lstatSync, readFileSync, realpathSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { OwnerRecord } from './contract.js';
 import { ownershipProblem, privateDirProblem, trustedFile } from './fs-safety.js';
 
 export const ownerRecordPath = (stateFile: string): string => `${stateFile}.owner.json`;
+
+/**
+ * The daemon locks and writes the state file's real path, and keeps its
+ * owner record beside that: a client naming the file through a symlink must
+ * look there too. The path as given when nothing can be resolved.
+ */
+export function realStateFile(stateFile: string): string {
+  try {
+    return realpathSync(stateFile);
+  } catch {
+    try {
+      return join(realpathSync(dirname(stateFile)), basename(stateFile));
+    } catch {
+      return stateFile;
+    }
+  }
+}
 
 export function readOwnerRecord(stateFile: string): OwnerRecord | null {
   try {
@@ -49,8 +66,9 @@ export function ownerRecordProblem(stateFile: string): string | null {
 
 /** The owner record of `stateFile` when it may be trusted (see ownerRecordProblem); `warn` hears why one is ignored. */
 export function trustedOwnerRecord(stateFile: string, warn: (line: string) => void = () => undefined): OwnerRecord | null {
-  const problem = ownerRecordProblem(stateFile);
-  if (problem === null) return readOwnerRecord(stateFile);
+  const real = realStateFile(stateFile);
+  const problem = ownerRecordProblem(real);
+  if (problem === null) return readOwnerRecord(real);
   warn(`ignoring the owner record: ${problem}`);
   return null;
 }

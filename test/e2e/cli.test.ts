@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Daemon, findLeaks, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
@@ -33,6 +34,14 @@ describe('client commands', () => {
     assert.equal(r.result.code, 0, r.stderr);
     assert.equal(r.stdout, `${stub.live!.access_token}\n`);
     assert.equal(r.stderr, '');
+  });
+
+  it('tokend token finds the daemon through a symlink to the state file (the owner record sits beside the real file)', async () => {
+    const link = join(tempDir(), 'tokens-link.json');
+    symlinkSync(stateFile, link);
+    const r = await runCli(['token'], { TOKEND_STATE_FILE: link });
+    assert.equal(r.result.code, 0, r.stderr);
+    assert.equal(r.stdout, `${stub.live!.access_token}\n`);
   });
 
   it('tokend token --exec runs a command with the token in the environment and returns its exit code', async () => {
