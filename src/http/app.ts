@@ -1,20 +1,26 @@
 /**
  * The HTTP server: polka's router with a one-step dispatch, our own error and
- * no-match answers so every answer is `{"error","message"}` JSON, guards
- * before any route runs, and server timeouts so slow clients cannot hold the
- * daemon. No request can crash it: throws and rejections land in onError.
+ * no-match answers so every answer is `{"error","message"}` JSON, admission
+ * per connection (caps, the same-user rule) and guards before any route runs,
+ * and server timeouts so slow clients cannot hold the daemon. No request can
+ * crash it: throws and rejections land in onError.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import polka, { type Middleware } from 'polka';
 import { TokendError, httpStatusOf, isErrorCode } from '../errors.js';
 import type { Log } from '../log.js';
 import type { Metrics } from '../main/metrics.js';
-import { createGuard, type GuardOptions } from './guards.js';
+import { Admission } from './admission.js';
+import { createCors, createGuard, isPreflight, preflightHeaders, type GuardOptions } from './guards.js';
 import { fail, sendError } from './reply.js';
 import { routes, type Backend } from './routes.js';
 
 export interface HttpOptions extends GuardOptions {
   readonly log: Log;
+  /** Users besides tokend's own and root served on a keyless TCP listener. */
+  readonly allowedUids: readonly number[];
+  readonly maxConnections: number;
+  readonly maxEventClients: number;
   readonly metrics: Metrics;
   readonly backend: Backend;
   readonly isDraining: () => boolean;
@@ -27,14 +33,23 @@ export interface HttpOptions extends GuardOptions {
  * arguments, never as properties added to Node's request object (that gives
  * every IncomingMessage a second shape, and Node's own code slows down on it).
  */
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
+
 type Served = (req: IncomingMessage, res: ServerResponse, path: string, t0: number) => void;
 
+/** GET routes also answer HEAD (Node sends the headers alone), except the event stream, which has no end. */
+const answersHead = (r: { method: string; path: string }): boolean => r.method === 'GET' && r.path !== '/events';
+
 export function createHttpServer(opts: HttpOptions): Server {
-  const table = routes(opts.backend);
-  const allowed = new Map<string, string[]>();
-  for (const r of table) allowed.set(r.path, [...(allowed.get(r.path) ?? []), r.method]);
-  const guard = createGuard(opts);
   const { log } = opts;
+  const admission = new Admission(opts);
+  const table = routes(opts.backend, { maxEventClients: admission.caps.eventClients });
+  const allowed = new Map<string, string[]>();
+  for (const r of table) allowed.set(r.path, [...(allowed.get(r.path) ?? []), r.method, ...(answersHead(r) ? ['HEAD'] : [])]);
+  for (const methods of allowed.values()) methods.push('OPTIONS');
+  const guard = createGuard(opts);
+  const cors = createCors(opts.allowedOrigins);
   // Request metrics by route index: the table's paths, then 'other' (no route matched).
   const labels = [...allowed.keys(), 'other'];
   const OTHER = labels.length - 1;
@@ -73,6 +88,12 @@ export function createHttpServer(opts: HttpOptions): Server {
    * Answers the request and returns true when it must not reach the route.
    */
   const refuse = (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
+    cors(req, res);
+    const refusal = admission.refusal(req.socket);
+    if (refusal !== undefined && path !== '/healthz') {
+      sendError(res, refusal);
+      return true;
+    }
     if (opts.isDraining()) {
       fail(res, 'shutting_down', 'tokend is shutting down', { connection: 'close' });
       return true;
@@ -106,13 +127,18 @@ export function createHttpServer(opts: HttpOptions): Server {
   const resolved = new Map<string, Map<string, Served>>();
   for (const r of table) {
     const byMethod = resolved.get(r.path) ?? new Map<string, Served>();
-    byMethod.set(r.method, app.find(r.method, r.path).handlers[0] as unknown as Served);
+    const handler = app.find(r.method, r.path).handlers[0] as unknown as Served;
+    byMethod.set(r.method, handler);
+    if (answersHead(r)) byMethod.set('HEAD', handler);
     resolved.set(r.path, byMethod);
   }
   const noMatch = serve(OTHER, (req, res, path) => {
     const methods = allowed.get(path);
-    if (methods) fail(res, 'method_not_allowed', `${req.method} is not allowed on ${path}`, { allow: methods.join(', ') });
-    else fail(res, 'not_found', `no route ${path}`);
+    if (!methods) return fail(res, 'not_found', `no route ${path}`);
+    if (req.method !== 'OPTIONS') return fail(res, 'method_not_allowed', `${req.method} is not allowed on ${path}`, { allow: methods.join(', ') });
+    // The guard has refused a preflight from an origin not allowed; this one may go ahead.
+    res.writeHead(204, { allow: methods.join(', '), 'cache-control': 'no-store', ...(isPreflight(req) ? preflightHeaders(methods) : {}) });
+    res.end();
   });
   const notYetReady = serve(labels.indexOf('/readyz'), (_req, res) =>
     fail(res, 'not_ready', 'starting: the owner thread is taking the lock and loading the state file'),
@@ -128,6 +154,8 @@ export function createHttpServer(opts: HttpOptions): Server {
     const url = req.url ?? '/';
     const query = url.indexOf('?');
     const path = query === -1 ? url : url.slice(0, query);
+    // A connection past the cap already has its answer: nothing it sends is served.
+    if (admission.refusal(req.socket)?.code === 'overloaded') return void req.resume();
     const route =
       resolved.get(path)?.get(req.method!) ??
       (app.find(req.method as Parameters<typeof app.find>[0], path).handlers[0] as unknown as Served | undefined) ??
@@ -140,14 +168,20 @@ export function createHttpServer(opts: HttpOptions): Server {
 
   const server = createServer(
     {
-      // Slow-loris: a client that trickles its headers or body is cut off.
-      headersTimeout: 10_000,
-      requestTimeout: 30_000,
+      // Slow-loris: a client that trickles its headers or body is cut off. Node
+      // checks these deadlines only every connectionsCheckingInterval (30 s by
+      // default), which would let a client hold a connection three times as long.
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: 250,
       keepAliveTimeout: 5_000,
       maxHeaderSize: 16 * 1024,
+      // A request without Host gets our JSON 400 (the guard) instead of Node's empty one.
+      requireHostHeader: false,
     },
     dispatch,
   );
+  server.on('connection', admission.admit);
   // A client may half-close once its request is sent: answer it all the same
   // (by default Node drops a response still being prepared when the client's FIN arrives).
   (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
