@@ -36,6 +36,14 @@ export interface Caps {
 
 /** How long a refused connection may stay to read its 503 before it is closed. */
 const REFUSED_GRACE_MS = 2_000;
+/**
+ * Refused connections waiting to read their 503 at most: past this, in a
+ * flood, they are closed at once, so they never eat the descriptors kept back.
+ */
+const REFUSED_LINGERING = 16;
+
+/** Descriptors never given to clients: ~25 open at idle, then writes, upstream calls and refused connections. */
+const RESERVED_DESCRIPTORS = 64;
 
 /**
  * The caps that fit the open-file limit: descriptors are kept back for the
@@ -43,7 +51,7 @@ const REFUSED_GRACE_MS = 2_000;
  * upstream connections, logs), and connections for requests beside the event streams.
  */
 export function fitCaps(maxConnections: number, maxEventClients: number, fileLimit: number | null): Caps {
-  const room = fileLimit === null ? Infinity : fileLimit - Math.max(64, Math.floor(fileLimit / 8));
+  const room = fileLimit === null ? Infinity : fileLimit - Math.max(RESERVED_DESCRIPTORS, Math.floor(fileLimit / 8));
   const connections = Math.max(2, Math.min(maxConnections, room));
   const eventClients = Math.max(1, Math.min(maxEventClients, connections - Math.max(1, Math.floor(connections / 8))));
   return { connections, eventClients };
@@ -118,6 +126,7 @@ export class Admission {
   };
 
   #overloaded(socket: Socket): void {
+    if (this.#open > this.caps.connections + REFUSED_LINGERING) return void socket.destroy();
     const error: ErrorData = { code: 'overloaded', message: `too many connections (at most ${this.caps.connections}): try again shortly` };
     this.#refused.set(socket, error);
     // Closing at once could reset the connection before the client reads the answer.

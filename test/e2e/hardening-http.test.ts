@@ -337,7 +337,8 @@ describe('requests no client should send', () => {
 
 describe('configuration refused before anything starts', () => {
   for (const [what, env, pattern] of [
-    ['an unresolvable listen host', { TOKEND_LISTEN: 'no-such-host.invalid:4242' }, /^tokend: TOKEND_LISTEN \(--listen\): "no-such-host\.invalid" is not an IP address or localhost\n$/],
+    // With an API key, a non-loopback name passes the loopback rule: it must still be refused here, not at listen.
+    ['an unresolvable listen host', { TOKEND_LISTEN: 'no-such-host.invalid:4242', TOKEND_API_KEY: 'k'.repeat(24) }, /^tokend: TOKEND_LISTEN \(--listen\): "no-such-host\.invalid" is not an IP address or localhost\n$/],
     ['an API key of spaces', { TOKEND_API_KEY: ' '.repeat(24) }, /^tokend: TOKEND_API_KEY \(--api-key\): must be at least 16 visible ASCII characters, without spaces\n$/],
     ['a timeout in hex', { TOKEND_UPSTREAM_TIMEOUT_MS: '0x3e8' }, /^tokend: TOKEND_UPSTREAM_TIMEOUT_MS \(--upstream-timeout\): must be an integer/],
   ] as const) {
