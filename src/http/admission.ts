@@ -11,11 +11,12 @@
  *   already decide who may ask.
  */
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import type { ErrorData } from '../errors.js';
 import type { Log } from '../log.js';
 import type { Listen } from '../main/config.js';
-import { canIdentifyPeers, peerUid, type ReadTable } from './peer.js';
+import { canIdentifyPeers, peerUid, TCP_TABLES, type ReadTable } from './peer.js';
 
 export interface AdmissionOptions {
   readonly log: Log;
@@ -24,8 +25,7 @@ export interface AdmissionOptions {
   readonly allowedUids: readonly number[];
   readonly maxConnections: number;
   readonly maxEventClients: number;
-  /** For tests: the socket tables and the open-file limit. */
-  readonly readTable?: ReadTable;
+  /** For tests: the open-file limit. */
   readonly fileLimit?: () => number | null;
 }
 
@@ -73,25 +73,62 @@ export function rawAnswer(status: number, reason: string, error: ErrorData): str
   return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`;
 }
 
+/**
+ * Peer lookups, batched: the kernel writes out every socket of the host for
+ * each read of its table (milliseconds on a busy machine), so connections
+ * that arrive together share one read, made off the main thread.
+ */
+class PeerLookups {
+  #waiting: Array<{ socket: Socket; settle: (uid: number | null) => void }> = [];
+  #reading = false;
+
+  uidOf(socket: Socket): Promise<number | null> {
+    return new Promise((settle) => {
+      this.#waiting.push({ socket, settle });
+      void this.#next();
+    });
+  }
+
+  async #next(): Promise<void> {
+    if (this.#reading || this.#waiting.length === 0) return;
+    this.#reading = true;
+    const batch = this.#waiting.splice(0);
+    const paths = Object.values(TCP_TABLES);
+    const texts = await Promise.all(paths.map((path) => readFile(path, 'latin1').catch(() => null)));
+    const read: ReadTable = (path) => {
+      const text = texts[paths.indexOf(path as (typeof paths)[number])];
+      if (text === null || text === undefined) throw new Error(`cannot read ${path}`);
+      return text;
+    };
+    for (const { socket, settle } of batch) settle(peerUid(socket, read));
+    this.#reading = false;
+    void this.#next();
+  }
+}
+
+/**
+ * A connection's verdict: absent, it is served; an error, it is refused; a
+ * promise, its peer is being identified (settles once the verdict is in).
+ */
+export type Verdict = ErrorData | Promise<void> | undefined;
+
 export class Admission {
   readonly caps: Caps;
-  /** Connections refused, with why; a connection not here is served. */
-  readonly #refused = new WeakMap<Socket, ErrorData>();
+  readonly #verdicts = new WeakMap<Socket, ErrorData | Promise<void>>();
   readonly #allowed: ReadonlySet<number> | null;
-  readonly #readTable: ReadTable | undefined;
+  readonly #lookups = new PeerLookups();
   readonly #log: Log;
   readonly #warnedUids = new Set<number | null>();
   #open = 0;
 
   constructor(opts: AdmissionOptions) {
     this.#log = opts.log;
-    this.#readTable = opts.readTable;
     this.caps = fitCaps(opts.maxConnections, opts.maxEventClients, (opts.fileLimit ?? openFileLimit)());
     if (this.caps.connections < opts.maxConnections || this.caps.eventClients < opts.maxEventClients) {
       this.#log.info({ connections: this.caps.connections, eventClients: this.caps.eventClients }, 'connection caps lowered to fit the open-file limit');
     }
     const sameUser = opts.listen.kind === 'tcp' && opts.apiKey === null;
-    if (sameUser && !canIdentifyPeers(opts.readTable)) {
+    if (sameUser && !canIdentifyPeers()) {
       this.#log.warn('this system has no /proc/net/tcp: every local user can reach the keyless TCP listener; set TOKEND_API_KEY or listen on a unix socket');
       this.#allowed = null;
     } else {
@@ -99,9 +136,8 @@ export class Admission {
     }
   }
 
-  /** Why requests on this connection are refused, or undefined when they are served. */
-  refusal(socket: Socket): ErrorData | undefined {
-    return this.#refused.get(socket);
+  verdict(socket: Socket): Verdict {
+    return this.#verdicts.get(socket);
   }
 
   /** The server's 'connection' listener. */
@@ -110,9 +146,18 @@ export class Admission {
     socket.once('close', () => this.#open--);
     if (this.#open > this.caps.connections) return this.#overloaded(socket);
     if (this.#allowed === null) return;
-    const uid = peerUid(socket, this.#readTable);
-    if (uid !== null && this.#allowed.has(uid)) return;
-    this.#refused.set(socket, {
+    const allowed = this.#allowed;
+    this.#verdicts.set(
+      socket,
+      this.#lookups.uidOf(socket).then((uid) => {
+        if (uid !== null && allowed.has(uid)) this.#verdicts.delete(socket);
+        else this.#forbid(socket, uid);
+      }),
+    );
+  };
+
+  #forbid(socket: Socket, uid: number | null): void {
+    this.#verdicts.set(socket, {
       code: 'forbidden_user',
       message:
         uid === null
@@ -123,12 +168,12 @@ export class Admission {
       this.#warnedUids.add(uid);
       this.#log.warn({ uid }, 'refused a connection from another user (said once per user)');
     }
-  };
+  }
 
   #overloaded(socket: Socket): void {
     if (this.#open > this.caps.connections + REFUSED_LINGERING) return void socket.destroy();
     const error: ErrorData = { code: 'overloaded', message: `too many connections (at most ${this.caps.connections}): try again shortly` };
-    this.#refused.set(socket, error);
+    this.#verdicts.set(socket, error);
     // Closing at once could reset the connection before the client reads the answer.
     socket.end(rawAnswer(503, 'Service Unavailable', error));
     const timer = setTimeout(() => socket.destroy(), REFUSED_GRACE_MS);

@@ -7,7 +7,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import polka, { type Middleware } from 'polka';
-import { TokendError, httpStatusOf, isErrorCode } from '../errors.js';
+import { TokendError, httpStatusOf, isErrorCode, type ErrorData } from '../errors.js';
 import type { Log } from '../log.js';
 import type { Metrics } from '../main/metrics.js';
 import { Admission } from './admission.js';
@@ -89,7 +89,8 @@ export function createHttpServer(opts: HttpOptions): Server {
    */
   const refuse = (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
     cors(req, res);
-    const refusal = admission.refusal(req.socket);
+    // Settled by now: the dispatch waits for a verdict still being made.
+    const refusal = admission.verdict(req.socket) as ErrorData | undefined;
     if (refusal !== undefined && path !== '/healthz') {
       sendError(res, refusal);
       return true;
@@ -154,8 +155,13 @@ export function createHttpServer(opts: HttpOptions): Server {
     const url = req.url ?? '/';
     const query = url.indexOf('?');
     const path = query === -1 ? url : url.slice(0, query);
-    // A connection past the cap already has its answer: nothing it sends is served.
-    if (admission.refusal(req.socket)?.code === 'overloaded') return void req.resume();
+    const verdict = admission.verdict(req.socket);
+    if (verdict !== undefined) {
+      // The peer is still being identified: this request waits for the verdict.
+      if (verdict instanceof Promise) return void verdict.then(() => dispatch(req, res));
+      // A connection past the cap already has its answer: nothing it sends is served.
+      if (verdict.code === 'overloaded') return void req.resume();
+    }
     const route =
       resolved.get(path)?.get(req.method!) ??
       (app.find(req.method as Parameters<typeof app.find>[0], path).handlers[0] as unknown as Served | undefined) ??
@@ -191,7 +197,11 @@ export function createHttpServer(opts: HttpOptions): Server {
       return;
     }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const body = JSON.stringify({ error: status === 431 ? 'payload_too_large' : 'invalid_request', message: `malformed request (${err.code ?? 'error'})` });
+    const message =
+      status === 408
+        ? `the request did not arrive in time (headers within ${HEADERS_TIMEOUT_MS / 1000} s, the whole request within ${REQUEST_TIMEOUT_MS / 1000} s)`
+        : `malformed request (${err.code ?? 'error'})`;
+    const body = JSON.stringify({ error: status === 431 ? 'payload_too_large' : 'invalid_request', message });
     socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   return server;
