@@ -28,14 +28,15 @@ export interface HttpOptions extends GuardOptions {
   readonly starting: () => Promise<void> | null;
 }
 
+/** The documented deadlines for a client to send its headers, and its whole request. */
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
+
 /**
  * A route as the dispatch calls it: the path and the start time travel as
  * arguments, never as properties added to Node's request object (that gives
  * every IncomingMessage a second shape, and Node's own code slows down on it).
  */
-export const HEADERS_TIMEOUT_MS = 10_000;
-export const REQUEST_TIMEOUT_MS = 30_000;
-
 type Served = (req: IncomingMessage, res: ServerResponse, path: string, t0: number) => void;
 
 /** GET routes also answer HEAD (Node sends the headers alone), except the event stream, which has no end. */
