@@ -1,26 +1,36 @@
 /**
  * The HTTP server: polka's router with a one-step dispatch, our own error and
- * no-match answers so every answer is `{"error","message"}` JSON, guards
- * before any route runs, and server timeouts so slow clients cannot hold the
- * daemon. No request can crash it: throws and rejections land in onError.
+ * no-match answers so every answer is `{"error","message"}` JSON, admission
+ * per connection (caps, the same-user rule) and guards before any route runs,
+ * and server timeouts so slow clients cannot hold the daemon. No request can
+ * crash it: throws and rejections land in onError.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import polka, { type Middleware } from 'polka';
-import { TokendError, httpStatusOf, isErrorCode } from '../errors.js';
+import { TokendError, httpStatusOf, isErrorCode, type ErrorData } from '../errors.js';
 import type { Log } from '../log.js';
 import type { Metrics } from '../main/metrics.js';
-import { createGuard, type GuardOptions } from './guards.js';
+import { Admission } from './admission.js';
+import { createCors, createGuard, isPreflight, preflightHeaders, type GuardOptions } from './guards.js';
 import { fail, sendError } from './reply.js';
 import { routes, type Backend } from './routes.js';
 
 export interface HttpOptions extends GuardOptions {
   readonly log: Log;
+  /** Users besides tokend's own and root served on a keyless TCP listener. */
+  readonly allowedUids: readonly number[];
+  readonly maxConnections: number;
+  readonly maxEventClients: number;
   readonly metrics: Metrics;
   readonly backend: Backend;
   readonly isDraining: () => boolean;
   /** While the owner thread is starting: settles once it has loaded the state. */
   readonly starting: () => Promise<void> | null;
 }
+
+/** The documented deadlines for a client to send its headers, and its whole request. */
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
 
 /**
  * A route as the dispatch calls it: the path and the start time travel as
@@ -29,12 +39,18 @@ export interface HttpOptions extends GuardOptions {
  */
 type Served = (req: IncomingMessage, res: ServerResponse, path: string, t0: number) => void;
 
+/** GET routes also answer HEAD (Node sends the headers alone), except the event stream, which has no end. */
+const answersHead = (r: { method: string; path: string }): boolean => r.method === 'GET' && r.path !== '/events';
+
 export function createHttpServer(opts: HttpOptions): Server {
-  const table = routes(opts.backend);
-  const allowed = new Map<string, string[]>();
-  for (const r of table) allowed.set(r.path, [...(allowed.get(r.path) ?? []), r.method]);
-  const guard = createGuard(opts);
   const { log } = opts;
+  const admission = new Admission(opts);
+  const table = routes(opts.backend, { maxEventClients: admission.caps.eventClients });
+  const allowed = new Map<string, string[]>();
+  for (const r of table) allowed.set(r.path, [...(allowed.get(r.path) ?? []), r.method, ...(answersHead(r) ? ['HEAD'] : [])]);
+  for (const methods of allowed.values()) methods.push('OPTIONS');
+  const guard = createGuard(opts);
+  const cors = createCors(opts.allowedOrigins);
   // Request metrics by route index: the table's paths, then 'other' (no route matched).
   const labels = [...allowed.keys(), 'other'];
   const OTHER = labels.length - 1;
@@ -73,6 +89,13 @@ export function createHttpServer(opts: HttpOptions): Server {
    * Answers the request and returns true when it must not reach the route.
    */
   const refuse = (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
+    cors(req, res);
+    // Settled by now: the dispatch waits for a verdict still being made.
+    const refusal = admission.verdict(req.socket) as ErrorData | undefined;
+    if (refusal !== undefined && path !== '/healthz') {
+      sendError(res, refusal);
+      return true;
+    }
     if (opts.isDraining()) {
       fail(res, 'shutting_down', 'tokend is shutting down', { connection: 'close' });
       return true;
@@ -106,13 +129,18 @@ export function createHttpServer(opts: HttpOptions): Server {
   const resolved = new Map<string, Map<string, Served>>();
   for (const r of table) {
     const byMethod = resolved.get(r.path) ?? new Map<string, Served>();
-    byMethod.set(r.method, app.find(r.method, r.path).handlers[0] as unknown as Served);
+    const handler = app.find(r.method, r.path).handlers[0] as unknown as Served;
+    byMethod.set(r.method, handler);
+    if (answersHead(r)) byMethod.set('HEAD', handler);
     resolved.set(r.path, byMethod);
   }
   const noMatch = serve(OTHER, (req, res, path) => {
     const methods = allowed.get(path);
-    if (methods) fail(res, 'method_not_allowed', `${req.method} is not allowed on ${path}`, { allow: methods.join(', ') });
-    else fail(res, 'not_found', `no route ${path}`);
+    if (!methods) return fail(res, 'not_found', `no route ${path}`);
+    if (req.method !== 'OPTIONS') return fail(res, 'method_not_allowed', `${req.method} is not allowed on ${path}`, { allow: methods.join(', ') });
+    // The guard has refused a preflight from an origin not allowed; this one may go ahead.
+    res.writeHead(204, { allow: methods.join(', '), 'cache-control': 'no-store', ...(isPreflight(req) ? preflightHeaders(methods) : {}) });
+    res.end();
   });
   const notYetReady = serve(labels.indexOf('/readyz'), (_req, res) =>
     fail(res, 'not_ready', 'starting: the owner thread is taking the lock and loading the state file'),
@@ -128,6 +156,13 @@ export function createHttpServer(opts: HttpOptions): Server {
     const url = req.url ?? '/';
     const query = url.indexOf('?');
     const path = query === -1 ? url : url.slice(0, query);
+    const verdict = admission.verdict(req.socket);
+    if (verdict !== undefined) {
+      // The peer is still being identified: this request waits for the verdict.
+      if (verdict instanceof Promise) return void verdict.then(() => dispatch(req, res));
+      // A connection past the cap already has its answer: nothing it sends is served.
+      if (verdict.code === 'overloaded') return void req.resume();
+    }
     const route =
       resolved.get(path)?.get(req.method!) ??
       (app.find(req.method as Parameters<typeof app.find>[0], path).handlers[0] as unknown as Served | undefined) ??
@@ -140,14 +175,20 @@ export function createHttpServer(opts: HttpOptions): Server {
 
   const server = createServer(
     {
-      // Slow-loris: a client that trickles its headers or body is cut off.
-      headersTimeout: 10_000,
-      requestTimeout: 30_000,
+      // Slow-loris: a client that trickles its headers or body is cut off. Node
+      // checks these deadlines only every connectionsCheckingInterval (30 s by
+      // default), which would let a client hold a connection three times as long.
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: 250,
       keepAliveTimeout: 5_000,
       maxHeaderSize: 16 * 1024,
+      // A request without Host gets our JSON 400 (the guard) instead of Node's empty one.
+      requireHostHeader: false,
     },
     dispatch,
   );
+  server.on('connection', admission.admit);
   // A client may half-close once its request is sent: answer it all the same
   // (by default Node drops a response still being prepared when the client's FIN arrives).
   (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
@@ -157,7 +198,11 @@ export function createHttpServer(opts: HttpOptions): Server {
       return;
     }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const body = JSON.stringify({ error: status === 431 ? 'payload_too_large' : 'invalid_request', message: `malformed request (${err.code ?? 'error'})` });
+    const message =
+      status === 408
+        ? `the request did not arrive in time (headers within ${HEADERS_TIMEOUT_MS / 1000} s, the whole request within ${REQUEST_TIMEOUT_MS / 1000} s)`
+        : `malformed request (${err.code ?? 'error'})`;
+    const body = JSON.stringify({ error: status === 431 ? 'payload_too_large' : 'invalid_request', message });
     socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   return server;

@@ -33,13 +33,19 @@ export async function readJsonBody(req: IncomingMessage, required: boolean): Pro
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > BODY_LIMIT) {
-      req.resume();
-      throw new TokendError('payload_too_large', `the request body is over ${BODY_LIMIT} bytes`);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > BODY_LIMIT) {
+        req.resume();
+        throw new TokendError('payload_too_large', `the request body is over ${BODY_LIMIT} bytes`);
+      }
+      chunks.push(chunk);
     }
-    chunks.push(chunk);
+  } catch (err) {
+    if (err instanceof TokendError) throw err;
+    // The client went away (or was cut off as too slow) mid-body: its request, not a fault here.
+    throw new TokendError('invalid_request', 'the connection closed before the whole request body arrived');
   }
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') {

@@ -9,6 +9,11 @@ import type { Snapshot } from '../contract.js';
 import { tokenBody } from './views.js';
 
 const HEARTBEAT_MS = 15_000;
+/**
+ * A client that stops reading is dropped once this much waits for it:
+ * otherwise every event and heartbeat stays in the daemon's memory for good.
+ */
+export const MAX_BUFFERED_BYTES = 64 * 1024;
 
 export class EventHub {
   readonly #clients = new Set<ServerResponse>();
@@ -52,16 +57,20 @@ export class EventHub {
         this.#heartbeat = null;
       }
     });
-    this.#heartbeat ??= setInterval(() => {
-      for (const client of this.#clients) client.write(': heartbeat\n\n');
-    }, HEARTBEAT_MS).unref();
+    this.#heartbeat ??= setInterval(() => this.#send(': heartbeat\n\n'), HEARTBEAT_MS).unref();
+  }
+
+  #send(text: string): void {
+    for (const client of this.#clients) {
+      if (client.writableLength > MAX_BUFFERED_BYTES) client.destroy();
+      else client.write(text);
+    }
   }
 
   /** Called with every snapshot; sends only when the token or the status changed. */
   publish(next: Snapshot, previous: Snapshot | null): void {
     if (this.#clients.size === 0 || (previous && EventHub.idOf(previous) === EventHub.idOf(next))) return;
-    const frame = EventHub.frame(next, Date.now());
-    for (const client of this.#clients) client.write(frame);
+    this.#send(EventHub.frame(next, Date.now()));
   }
 
   closeAll(): void {

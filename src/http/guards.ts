@@ -4,10 +4,12 @@
  * A page on evil.example that resolves its name to 127.0.0.1 still sends
  * `Host: evil.example`; a cross-site form POST carries its `Origin`. Both are
  * refused before any route runs. The key is compared in constant time
- * (SHA-256 of both sides, so lengths match too).
+ * (SHA-256 of both sides, so lengths match too). An origin explicitly allowed
+ * gets the CORS headers a browser needs to read the answers, and its
+ * preflights (which never carry the key) are answered.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Listen } from '../main/config.js';
 import type { ErrorData } from '../errors.js';
 
@@ -42,6 +44,9 @@ export function createGuard(opts: GuardOptions): Guard {
 
   return (req, path) => {
     const host = req.headers.host;
+    if (host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+      return { code: 'invalid_request', message: 'an HTTP/1.1 request must carry a Host header' };
+    }
     // On a wildcard address an API key is required (config refuses otherwise), and it defeats rebinding.
     if (host !== undefined && !wildcard) {
       if (host !== lastHost) {
@@ -54,7 +59,8 @@ export function createGuard(opts: GuardOptions): Guard {
     if (origin !== undefined && !origins.has(origin)) {
       return { code: 'forbidden_origin', message: 'cross-origin requests are refused (set TOKEND_ALLOWED_ORIGINS to allow one)' };
     }
-    if (key !== null && path !== '/healthz') {
+    // A CORS preflight never carries credentials; it reveals only which methods a route has.
+    if (key !== null && path !== '/healthz' && req.method !== 'OPTIONS') {
       const auth = req.headers.authorization;
       const given = auth !== undefined && auth.startsWith('Bearer ') ? auth.slice(7) : null;
       if (given === null || !timingSafeEqual(digest(given), key)) {
@@ -62,5 +68,36 @@ export function createGuard(opts: GuardOptions): Guard {
       }
     }
     return null;
+  };
+}
+
+/** How long a browser may cache a preflight's answer, in seconds. */
+const PREFLIGHT_MAX_AGE = 600;
+
+/**
+ * Sets `Access-Control-Allow-Origin` (that exact origin, never `*`) and
+ * `Vary: Origin` on the answer to a request from an allowed origin.
+ */
+export function createCors(allowedOrigins: readonly string[]): (req: IncomingMessage, res: ServerResponse) => void {
+  const origins = new Set(allowedOrigins);
+  return (req, res) => {
+    const origin = req.headers.origin;
+    if (origin === undefined || !origins.has(origin)) return;
+    res.setHeader('access-control-allow-origin', origin);
+    res.setHeader('vary', 'Origin');
+  };
+}
+
+/** A browser's CORS preflight: OPTIONS with Origin and Access-Control-Request-Method. */
+export function isPreflight(req: IncomingMessage): boolean {
+  return req.method === 'OPTIONS' && req.headers.origin !== undefined && req.headers['access-control-request-method'] !== undefined;
+}
+
+/** The headers of a preflight's 204 for a route that takes `methods` (the origin was checked by the guard). */
+export function preflightHeaders(methods: readonly string[]): Record<string, string> {
+  return {
+    'access-control-allow-methods': methods.join(', '),
+    'access-control-allow-headers': 'Authorization, Content-Type, Last-Event-ID',
+    'access-control-max-age': String(PREFLIGHT_MAX_AGE),
   };
 }

@@ -32,11 +32,19 @@ export interface Route {
 }
 
 const str = (min: number, max: number) => v.pipe(v.string(), v.minLength(min), v.maxLength(max));
+/**
+ * Token values are served in headers and environments: only the characters
+ * RFC 6750 allows a bearer token (b64token), and for the refresh token
+ * visible ASCII. Anything else (NUL, CR/LF, spaces, lone surrogates) is refused.
+ */
+const B64TOKEN = /^[A-Za-z0-9._~+/-]+=*$/;
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
 const setTokensSchema = v.strictObject({
-  access_token: str(1, 8192),
-  refresh_token: v.optional(v.nullable(str(1, 8192))),
+  access_token: v.pipe(str(1, 8192), v.regex(B64TOKEN, 'must be RFC 6750 token characters (A-Z a-z 0-9 - . _ ~ + / and trailing =)')),
+  refresh_token: v.optional(v.nullable(v.pipe(str(1, 8192), v.regex(VISIBLE_ASCII, 'must be visible ASCII characters, without spaces')))),
   expires_in: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10 * 365 * 24 * 3600))),
-  token_type: v.optional(str(1, 64)),
+  // tokend serves bearer tokens (RFC 6750); the scheme name is case-insensitive.
+  token_type: v.optional(v.pipe(v.string(), v.regex(/^bearer$/i, 'must be Bearer'), v.transform((): 'Bearer' => 'Bearer'))),
   scope: v.optional(v.nullable(str(0, 4096))),
   // Provider fields worth keeping (Monzo's).
   user_id: v.optional(str(1, 256)),
@@ -64,7 +72,12 @@ function sendToken(res: ServerResponse, s: Snapshot, now: number): void {
   res.end(cached.body);
 }
 
-export function routes(backend: Backend): Route[] {
+export interface RouteLimits {
+  /** `GET /events` subscribers at most; past it, 503 `overloaded`. */
+  readonly maxEventClients: number;
+}
+
+export function routes(backend: Backend, limits: RouteLimits): Route[] {
   // Synchronous on the hot path: no promise, no microtask, no cross-thread hop.
   const getToken: Handler = (_req, res) => {
     const s = backend.snapshot();
@@ -141,6 +154,15 @@ export function routes(backend: Backend): Route[] {
         res.end(text);
       },
     },
-    { method: 'GET', path: '/events', handler: (req, res) => backend.hub.subscribe(req, res) },
+    {
+      method: 'GET',
+      path: '/events',
+      handler: (req, res) => {
+        if (backend.hub.size >= limits.maxEventClients) {
+          return fail(res, 'overloaded', `too many event streams open (at most ${limits.maxEventClients}): try again shortly`, { connection: 'close' });
+        }
+        backend.hub.subscribe(req, res);
+      },
+    },
   ];
 }

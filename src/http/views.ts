@@ -5,7 +5,8 @@ const iso = (ms: number | null | undefined): string | null => (ms === null || ms
 
 export interface TokenBody {
   readonly access_token: string;
-  readonly token_type: string;
+  /** tokend serves bearer tokens (RFC 6750), named in the scheme's usual case whatever the provider wrote. */
+  readonly token_type: 'Bearer';
   readonly expires_at: string | null;
   readonly expires_in: number | null;
 }
@@ -15,7 +16,7 @@ export function tokenBody(s: Snapshot, nowMs: number): TokenBody | null {
   if (!t) return null;
   return {
     access_token: t.accessToken,
-    token_type: t.tokenType,
+    token_type: 'Bearer',
     expires_at: iso(t.expiresAtMs),
     expires_in: t.expiresAtMs === null ? null : Math.max(0, Math.floor((t.expiresAtMs - nowMs) / 1000)),
   };

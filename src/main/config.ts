@@ -6,6 +6,7 @@
  * whole configuration is valid (exit 2).
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ClientAuthMethod } from '../contract.js';
@@ -32,6 +33,12 @@ export interface Config {
   readonly logLevel: string;
   readonly allowedOrigins: readonly string[];
   readonly allowedHosts: readonly string[];
+  /** Users besides tokend's own and root served on a keyless loopback TCP listener. */
+  readonly allowedUids: readonly number[];
+  /** Open client connections at most; lowered at start to fit the open-file limit. */
+  readonly maxConnections: number;
+  /** `GET /events` subscribers at most; lowered at start to fit the connection cap. */
+  readonly maxEventClients: number;
   readonly wakeIntervalMs: number;
   readonly upstreamTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
@@ -57,6 +64,9 @@ export const envNames = {
   logLevel: ['TOKEND_LOG_LEVEL'],
   allowedOrigins: ['TOKEND_ALLOWED_ORIGINS'],
   allowedHosts: ['TOKEND_ALLOWED_HOSTS'],
+  allowedUids: ['TOKEND_ALLOWED_UIDS'],
+  maxConnections: ['TOKEND_MAX_CONNECTIONS'],
+  maxEventClients: ['TOKEND_MAX_EVENT_CLIENTS'],
   wakeInterval: ['TOKEND_WAKE_INTERVAL_MS'],
   upstreamTimeout: ['TOKEND_UPSTREAM_TIMEOUT_MS'],
   shutdownTimeout: ['TOKEND_SHUTDOWN_TIMEOUT_MS'],
@@ -91,7 +101,10 @@ export function parseListen(value: string): Listen | string {
   if (!m) return `"${value}" is not HOST:PORT or unix:/path`;
   const port = Number(m[3]);
   if (port > 65535) return `port ${port} is out of range`;
-  return { kind: 'tcp', host: (m[1] ?? m[2])!, port };
+  const host = (m[1] ?? m[2])!;
+  // A name would be resolved only at listen (and could change between starts): an address says where.
+  if (host !== 'localhost' && isIP(host) === 0) return `"${host}" is not an IP address or localhost`;
+  return { kind: 'tcp', host, port };
 }
 
 export function formatListen(listen: Listen): string {
@@ -101,6 +114,39 @@ export function formatListen(listen: Listen): string {
 
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127(?:\.\d{1,3}){3}$/.test(host);
+}
+
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+export const DEFAULT_MAX_EVENT_CLIENTS = 512;
+/** (uid_t)-1 means "no user" to the kernel. */
+const MAX_UID = 2 ** 32 - 2;
+
+/**
+ * An API key clients can send as `Authorization: Bearer <key>` and that is
+ * hard to guess: 16 or more visible ASCII characters. A key with spaces or
+ * other characters no header carries intact could never match.
+ */
+export function isApiKey(key: string): boolean {
+  return key.length >= 16 && /^[\x21-\x7e]+$/.test(key);
+}
+
+/**
+ * A browser origin as browsers send it: an http(s) scheme, host and port. Not
+ * `null` (sandboxed frames, file: pages: anyone can be one) nor `*`.
+ */
+function isOrigin(value: string): boolean {
+  try {
+    const u = new URL(value);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === value;
+  } catch {
+    return false;
+  }
+}
+
+/** Plain decimal digits only: `Number()` would also take `1e3`, `0x3e8` and `" 1000"`. */
+export function parseDecimal(value: string): number | null {
+  if (!/^\d{1,15}$/.test(value)) return null;
+  return Number(value);
 }
 
 export class ConfigError extends Error {
@@ -188,7 +234,9 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   if (typeof listen === 'string') problems.push(`${label('listen')}: ${listen}`);
 
   const apiKey = get('apiKey') ?? readSecretFile('apiKeyFile');
-  if (apiKey !== null && apiKey !== '' && apiKey.length < 16) problems.push(`${label('apiKey')}: must be at least 16 characters`);
+  if (apiKey !== null && apiKey !== '' && !isApiKey(apiKey)) {
+    problems.push(`${label('apiKey')}: must be at least 16 visible ASCII characters, without spaces`);
+  }
   if (typeof listen === 'object' && listen.kind === 'tcp' && !isLoopback(listen.host) && !apiKey) {
     problems.push(`${label('listen')}: ${listenRaw} is not a loopback address; set TOKEND_API_KEY (or TOKEND_API_KEY_FILE) to listen on it`);
   }
@@ -199,9 +247,9 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   const int = (name: OptionName, fallback: number, min: number, max: number): number => {
     const v = get(name);
     if (v === null) return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      problems.push(`${label(name)}: must be an integer from ${min} to ${max}`);
+    const n = parseDecimal(v);
+    if (n === null || n < min || n > max) {
+      problems.push(`${label(name)}: must be an integer from ${min} to ${max}, in plain decimal digits`);
       return fallback;
     }
     return n;
@@ -209,12 +257,26 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   const wakeIntervalMs = int('wakeInterval', 15_000, 50, 300_000);
   const upstreamTimeoutMs = int('upstreamTimeout', 15_000, 100, 300_000);
   const shutdownTimeoutMs = int('shutdownTimeout', 10_000, 0, 120_000);
+  const maxConnections = int('maxConnections', DEFAULT_MAX_CONNECTIONS, 2, 1_000_000);
+  const maxEventClients = int('maxEventClients', DEFAULT_MAX_EVENT_CLIENTS, 1, 1_000_000);
 
   const list = (name: OptionName): string[] =>
     (get(name) ?? '')
       .split(',')
       .map((s) => s.trim())
       .filter((s) => s !== '');
+
+  const allowedOrigins = list('allowedOrigins');
+  for (const origin of allowedOrigins) {
+    if (!isOrigin(origin)) problems.push(`${label('allowedOrigins')}: "${origin}" is not an origin like https://app.example:8443 (scheme, host and port only; never null or *)`);
+  }
+
+  const allowedUids: number[] = [];
+  for (const uid of list('allowedUids')) {
+    const n = parseDecimal(uid);
+    if (n === null || n > MAX_UID) problems.push(`${label('allowedUids')}: "${uid}" is not a user id (plain decimal digits)`);
+    else allowedUids.push(n);
+  }
 
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({
@@ -233,8 +295,11 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
     listen: listen as Listen,
     apiKey: apiKey === '' ? null : apiKey,
     logLevel,
-    allowedOrigins: Object.freeze(list('allowedOrigins')),
+    allowedOrigins: Object.freeze(allowedOrigins),
     allowedHosts: Object.freeze(list('allowedHosts')),
+    allowedUids: Object.freeze(allowedUids),
+    maxConnections,
+    maxEventClients,
     wakeIntervalMs,
     upstreamTimeoutMs,
     shutdownTimeoutMs,

@@ -52,7 +52,7 @@ export function trimWhenIdle(opts: IdleTrimOptions): IdleTrimmer {
   let quiet = 0;
   let pending = false;
 
-  const timer = setInterval(() => {
+  const tick = (): void => {
     const now = opts.requests();
     const busy = now - seen >= busyPerTick;
     seen = now;
@@ -68,15 +68,35 @@ export function trimWhenIdle(opts: IdleTrimOptions): IdleTrimmer {
       pending = false;
       return;
     }
-    const rssBefore = process.memoryUsage.rss();
+    const rssBefore = residentSetSize();
     trim();
     const youngAfter = youngSize();
     if (youngAfter >= youngBefore) return; // V8 still counts the burst's allocation rate: next tick
     pending = false;
-    opts.onTrim?.({ youngBefore, youngAfter, rssBefore, rssAfter: process.memoryUsage.rss() });
+    opts.onTrim?.({ youngBefore, youngAfter, rssBefore, rssAfter: residentSetSize() });
+  };
+  // A throw in a timer is an uncaught exception: a trim that fails is skipped, never fatal.
+  const timer = setInterval(() => {
+    try {
+      tick();
+    } catch {
+      pending = false;
+    }
   }, tickMs);
   timer.unref();
   return { stop: () => clearInterval(timer) };
+}
+
+/**
+ * The process's resident set size, NaN when it cannot be read: Node reads it
+ * from /proc/self/stat and throws EMFILE when no descriptor is free.
+ */
+export function residentSetSize(read: () => number = process.memoryUsage.rss): number {
+  try {
+    return read();
+  } catch {
+    return NaN;
+  }
 }
 
 export function youngGenerationSize(): number {

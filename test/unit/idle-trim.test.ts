@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
 import { afterEach, describe, it, mock } from 'node:test';
-import { trimWhenIdle, youngGenerationSize } from '../../src/main/idle-trim.ts';
+import { residentSetSize, trimWhenIdle, youngGenerationSize } from '../../src/main/idle-trim.ts';
 
 describe('trim when idle', () => {
   describe('on mocked intervals', () => {
@@ -13,7 +13,7 @@ describe('trim when idle', () => {
     });
 
     /** A trimmer whose request count and young-generation size the test sets. V8 declines the first `declines` collections. */
-    function harness(declines = 0) {
+    function harness(declines = 0, fail: Error | null = null) {
       mock.timers.enable({ apis: ['setInterval'] });
       const world = { requests: 0, young: 4, calls: 0, trims: [] as Array<{ youngBefore: number; youngAfter: number }> };
       stop = trimWhenIdle({
@@ -24,6 +24,7 @@ describe('trim when idle', () => {
         tickMs: 1_000,
         youngSize: () => world.young,
         trim: () => {
+          if (fail) throw fail;
           if (++world.calls > declines) world.young = 1;
         },
         onTrim: ({ youngBefore, youngAfter }) => world.trims.push({ youngBefore, youngAfter }),
@@ -97,6 +98,14 @@ describe('trim when idle', () => {
       assert.deepEqual(world.trims, [{ youngBefore: 16, youngAfter: 1 }]);
     });
 
+    it('a tick that throws (no descriptor free: EMFILE) is skipped, never an uncaught exception', () => {
+      const { world, tick } = harness(0, Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' }));
+      world.requests = 100;
+      world.young = 16;
+      assert.doesNotThrow(() => tick(10_000));
+      assert.deepEqual(world.trims, []);
+    });
+
     it('leaves a young generation that never grew past its start size alone', () => {
       const { world, tick } = harness();
       world.requests = 300; // a burst, but no growth
@@ -130,5 +139,12 @@ describe('trim when idle', () => {
     assert.ok(after < grown / 2, `young generation ${before} -> ${grown} -> ${after} bytes after 30 s of quiet`);
     if (trims.length > 0) assert.equal(trims[0]!.youngBefore, grown);
     assert.equal((globalThis as { gc?: unknown }).gc, undefined, 'no gc() on the global object');
+  });
+
+  it('the resident set size reads as NaN when /proc/self/stat cannot be opened', () => {
+    assert.ok(Number.isNaN(residentSetSize(() => {
+      throw Object.assign(new Error('EMFILE: too many open files, uv_resident_set_memory'), { code: 'EMFILE' });
+    })));
+    assert.ok(residentSetSize() > 0);
   });
 });
