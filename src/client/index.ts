@@ -34,6 +34,8 @@ export interface DaemonState {
   readonly obtained_at: string | null;
   readonly access_token_fingerprint: string | null;
   readonly refresh_token_fingerprint: string | null;
+  /** A refresh token replaced by hand, kept until the new one has been redeemed once. */
+  readonly replaced_refresh_token_fingerprint: string | null;
   readonly provider: string;
   readonly account: Readonly<Record<string, string>>;
   readonly version: number;

@@ -39,6 +39,7 @@ export function stateBody(s: Snapshot, nowMs: number, owner: { pid: number; list
     obtained_at: iso(t?.obtainedAtMs),
     access_token_fingerprint: t?.fingerprint ?? null,
     refresh_token_fingerprint: t?.refreshFingerprint ?? null,
+    replaced_refresh_token_fingerprint: t?.replacedRefreshFingerprint ?? null,
     provider: s.provider,
     account: s.account,
     version: s.version,

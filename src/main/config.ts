@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ClientAuthMethod } from '../contract.js';
+import { insecureEndpoint } from '../endpoint.js';
 
 export type Listen = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
 
@@ -194,6 +195,10 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   const checkUrl = (name: OptionName): string | null => {
     const v = get(name);
     if (v !== null && !isHttpUrl(v)) problems.push(`${label(name)}: "${v}" is not an http(s) URL`);
+    else if (v !== null && (name === 'issuer' || name === 'tokenUrl')) {
+      const insecure = insecureEndpoint(v);
+      if (insecure) problems.push(`${label(name)}: ${v} ${insecure}`);
+    }
     return v;
   };
   const issuer = checkUrl('issuer');

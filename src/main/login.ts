@@ -13,7 +13,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { ProviderSettings, SetTokensInput } from '../contract.js';
 import { TokendError } from '../errors.js';
-import { chooseAuthMethod, discover, insecureEndpoint, OAuthClient, safeUrl, UpstreamFailure, type TokenResponse } from '../state-worker/oauth.js';
+import { chooseAuthMethod, discover, OAuthClient, safeUrl, UpstreamFailure, type TokenResponse } from '../state-worker/oauth.js';
+import { insecureEndpoint } from '../endpoint.js';
 import { scrubCode, scrubText } from '../state-worker/provider-text.js';
 import type { Config } from './config.js';
 

@@ -64,6 +64,8 @@ describe('refresh tokens are never dropped', () => {
     assert.equal(fileOf(stateFile)['replaced_refresh_token'], live);
     const state = await d.request('GET', '/state');
     assert.deepEqual(findLeaks(state.text, [live, typo]), [], '/state shows fingerprints only');
+    assert.match(String(state.json['replaced_refresh_token_fingerprint']), /^\S{6,}$/, '/state names the kept token by its fingerprint');
+    assert.notEqual(state.json['replaced_refresh_token_fingerprint'], state.json['refresh_token_fingerprint']);
 
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 200, r.text);
@@ -72,6 +74,7 @@ describe('refresh tokens are never dropped', () => {
     const after = fileOf(stateFile);
     assert.equal(after['refresh_token'], suite.stub.live!.refresh_token);
     assert.equal(Object.hasOwn(after, 'replaced_refresh_token'), false, 'redeemed once: the replaced one is gone');
+    assert.equal((await d.request('GET', '/state')).json['replaced_refresh_token_fingerprint'], null);
     suite.outputs.push(typo);
     await suite.finish(d);
     assert.deepEqual(findLeaks(d.output, [typo]), []);

@@ -88,6 +88,16 @@ describe('configuration', () => {
     assert.deepEqual(parseListen('127.0.0.1:1'), { kind: 'tcp', host: '127.0.0.1', port: 1 });
   });
 
+  it('refuses a token endpoint or issuer reached over plain http off this machine (the client secret would travel in clear)', () => {
+    const env = { TOKEND_CLIENT_ID: 'id', TOKEND_PROVIDER: 'oidc', TOKEND_ISSUER: 'http://id.example.com', TOKEND_TOKEN_URL: 'http://10.0.0.5/token' };
+    const problems = problemsOf(() => loadConfig({}, env, serve));
+    assert.equal(problems.length, 2, problems.join('\n'));
+    assert.match(problems[0]!, /^TOKEND_ISSUER .*plain http/);
+    assert.match(problems[1]!, /^TOKEND_TOKEN_URL .*plain http/);
+    const local = loadConfig({}, { ...env, TOKEND_ISSUER: 'http://127.0.0.1:4243', TOKEND_TOKEN_URL: 'http://localhost:9/token' }, serve);
+    assert.equal(local.provider.tokenUrl, 'http://localhost:9/token');
+  });
+
   it('reads the allowed uids as a comma-separated list of decimal user ids', () => {
     const c = loadConfig({}, { TOKEND_CLIENT_ID: 'x', TOKEND_ALLOWED_UIDS: '1000, 1001' }, serve);
     assert.deepEqual(c.allowedUids, [1000, 1001]);
