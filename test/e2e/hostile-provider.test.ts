@@ -5,10 +5,11 @@
  * each, stores nothing it cannot serve, and repeats no secret.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { join } from 'node:path';
 import { freePort, Proc, runCli, tempDir, type Daemon } from '../fixtures/daemon.ts';
+import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
 const suite = stubSuite();
@@ -142,13 +143,16 @@ describe("the provider's words", () => {
 });
 
 describe('where the client secret may go', () => {
-  it('a token URL in plain http to another host: refused before anything is sent', async () => {
+  it('a token URL in plain http to another host: the daemon refuses it at start (exit 2), before anything is sent', async () => {
+    const dir = tempDir();
+    const stateFile = join(dir, 'tokens.json');
     // 192.0.2.0/24 is reserved for documentation: nothing answers there.
-    const { d } = await start({ TOKEND_TOKEN_URL: 'http://192.0.2.1/oauth2/token', TOKEND_UPSTREAM_TIMEOUT_MS: '60000' });
-    const r = await d.request('POST', '/refresh-tokens');
-    assert.equal(r.status, 502);
-    assert.match(String(r.json['message']), /refused: the token endpoint is plain http to a host that is not this machine/);
-    await suite.finish(d);
+    const p = await runCli(['serve'], stubEnv(suite.stub, stateFile, { TOKEND_TOKEN_URL: 'http://192.0.2.1/oauth2/token', TOKEND_LISTEN: '127.0.0.1:0' }));
+    suite.outputs.push(p.output);
+    assert.equal(p.result.code, 2, p.output);
+    assert.match(p.stderr, /^tokend: TOKEND_TOKEN_URL \(--token-url\): http:\/\/192\.0\.2\.1\/oauth2\/token is plain http to a host that is not this machine/m);
+    assert.equal(p.stderr.trim().split('\n').length, 1, p.stderr);
+    assert.deepEqual(readdirSync(dir), [], 'nothing written');
   });
 });
 
@@ -164,7 +168,7 @@ describe('tokend login against a careless provider', () => {
     });
     suite.outputs.push(p.output);
     assert.equal(p.result.code, 2, p.output);
-    assert.match(p.stderr, /token endpoint http:\/\/192\.0\.2\.1\/token is plain http to a host that is not this machine/);
+    assert.match(p.stderr, /TOKEND_TOKEN_URL \(--token-url\): http:\/\/192\.0\.2\.1\/token is plain http to a host that is not this machine/);
     assert.doesNotMatch(p.stderr, /auth\.example/);
   });
 
