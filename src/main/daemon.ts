@@ -161,15 +161,24 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
   let stopping: Promise<number> | null = null;
 
-  const stop = (reason: string, code = 0): Promise<number> => {
+  const stop = (reason: string, exitCode = 0): Promise<number> => {
+    let code = exitCode;
     stopping ??= (async () => {
       log.info({ reason }, 'shutting down');
       draining = true;
       trimmer.stop();
       hub!.closeAll();
       const closed = closeServer(server, 2_000);
-      const result = await running.close(config.shutdownTimeoutMs);
-      if (!result.ok) log.error({ code: result.error.code }, result.error.message);
+      // A refresh in flight is waited for up to its own deadline at least: a stop request never abandons a
+      // provider that may still answer with a rotation. Past that, the owner abandons it and closes.
+      const waitMs = Math.max(config.shutdownTimeoutMs, config.upstreamTimeoutMs + 1_000);
+      const result = await withDeadline(running.close(waitMs), waitMs + CLOSE_GRACE_MS);
+      if (result === null) {
+        // The owner thread is stuck (a hung disk, a busy loop): nothing it holds can be written now.
+        log.fatal({ waitedMs: waitMs + CLOSE_GRACE_MS }, 'the owner thread did not close in time: exiting without it');
+        await running.destroy();
+        code = 1;
+      } else if (!result.ok) log.error({ code: result.error.code }, result.error.message);
       await closed;
       socket?.remove();
       log.info({ version: running.snapshot.version }, 'stopped');
@@ -186,6 +195,16 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     if (stopping) void running.hurry();
   };
   return { address, done, status: () => running.snapshot.status, stop: (reason) => stop(reason), hurry };
+}
+
+/** Beyond the owner's own wait: its grace for an abandoned request, flushing and releasing the lock. */
+const CLOSE_GRACE_MS = 10_000;
+
+/** `promise`'s value, or null when `ms` pass first. */
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<null>((resolve) => (timer = setTimeout(resolve, ms, null)));
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
 interface Bound {
