@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { Agent, request, type Dispatcher } from 'undici';
 import { DEFAULT_LISTEN, defaultStateFile } from '../main/config.js';
 import { ownerIsLive, trustedOwnerRecord } from '../owner-record.js';
+import { listenerProblem } from './listener.js';
 import { decodeState } from '../state-worker/codec.js';
 
 /** `GET /token`'s answer. */
@@ -94,6 +95,8 @@ export interface TokendClientOptions {
 }
 
 interface Target {
+  /** As located: `HOST:PORT`, a URL or `unix:/path`. */
+  readonly where: string;
   readonly origin: string;
   readonly dispatcher: Dispatcher;
   readonly display: string;
@@ -119,10 +122,10 @@ export function locateDaemon(
 function target(where: string): Target {
   if (where.startsWith('unix:')) {
     const socketPath = where.slice(5);
-    return { origin: 'http://localhost', dispatcher: new Agent({ connect: { socketPath } }), display: where };
+    return { where, origin: 'http://localhost', dispatcher: new Agent({ connect: { socketPath } }), display: where };
   }
   const origin = /^https?:\/\//.test(where) ? where.replace(/\/+$/, '') : `http://${where}`;
-  return { origin, dispatcher: new Agent({ keepAliveTimeout: 4_000 }), display: origin };
+  return { where, origin, dispatcher: new Agent({ keepAliveTimeout: 4_000 }), display: origin };
 }
 
 async function apiKeyFromEnv(env: NodeJS.ProcessEnv): Promise<string | null> {
@@ -137,6 +140,8 @@ async function apiKeyFromEnv(env: NodeJS.ProcessEnv): Promise<string | null> {
 
 export class TokendClient {
   readonly #target: Target;
+  /** Checked once, before anything is sent (see listener.ts). */
+  #listenerChecked = false;
   readonly #apiKey: Promise<string | null>;
   readonly #marginMs: number;
   readonly #timeoutMs: number;
@@ -225,6 +230,7 @@ export class TokendClient {
     const loop = async (): Promise<void> => {
       while (!abort.signal.aborted) {
         try {
+          this.#checkListener();
           const key = await this.#apiKey;
           const headers: Record<string, string> = { accept: 'text/event-stream' };
           if (key) headers['authorization'] = `Bearer ${key}`;
@@ -260,7 +266,15 @@ export class TokendClient {
     return () => abort.abort();
   }
 
+  #checkListener(): void {
+    if (this.#listenerChecked) return;
+    const problem = listenerProblem(this.#target.where);
+    if (problem !== null) throw new TokendClientError('untrusted_listener', problem, null);
+    this.#listenerChecked = true;
+  }
+
   async #call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+    this.#checkListener();
     const key = await this.#apiKey;
     const headers: Record<string, string> = { accept: 'application/json' };
     if (key) headers['authorization'] = `Bearer ${key}`;

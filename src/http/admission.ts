@@ -93,16 +93,33 @@ class PeerLookups {
     if (this.#reading || this.#waiting.length === 0) return;
     this.#reading = true;
     const batch = this.#waiting.splice(0);
-    const paths = Object.values(TCP_TABLES);
-    const texts = await Promise.all(paths.map((path) => readFile(path, 'latin1').catch(() => null)));
-    const read: ReadTable = (path) => {
-      const text = texts[paths.indexOf(path as (typeof paths)[number])];
-      if (text === null || text === undefined) throw new Error(`cannot read ${path}`);
-      return text;
-    };
-    for (const { socket, settle } of batch) settle(peerUid(socket, read));
-    this.#reading = false;
-    void this.#next();
+    try {
+      // The IPv4 table first: a loopback listener's clients are all there, and the IPv6 table is read only for
+      // the peers it does not name (an IPv6 or dual-stack listener).
+      const tables = new Map<string, string | null>();
+      const load = async (path: string): Promise<void> => void tables.set(path, await readFile(path, 'latin1').catch(() => null));
+      const read: ReadTable = (path) => {
+        const text = tables.get(path);
+        if (text === null || text === undefined) throw new Error(`cannot read ${path}`);
+        return text;
+      };
+      await load(TCP_TABLES.IPv4);
+      const unknown = batch.filter(({ socket, settle }) => {
+        const uid = peerUid(socket, read);
+        if (uid !== null) settle(uid);
+        return uid === null;
+      });
+      if (unknown.length > 0) {
+        await load(TCP_TABLES.IPv6);
+        for (const { socket, settle } of unknown) settle(peerUid(socket, read));
+      }
+    } catch {
+      // An unreadable or unexpected table identifies no one: refused, never left waiting.
+    } finally {
+      for (const { settle } of batch) settle(null);
+      this.#reading = false;
+      void this.#next();
+    }
   }
 }
 
@@ -147,11 +164,15 @@ export class Admission {
     if (this.#open > this.caps.connections) return this.#overloaded(socket);
     if (this.#allowed === null) return;
     const allowed = this.#allowed;
+    // Nothing is read until the peer is known: requests parsed meanwhile would pile up unanswered
+    // (a pipelining client that never reads its answers grew the daemon by gigabytes).
+    socket.pause();
     this.#verdicts.set(
       socket,
       this.#lookups.uidOf(socket).then((uid) => {
         if (uid !== null && allowed.has(uid)) this.#verdicts.delete(socket);
         else this.#forbid(socket, uid);
+        socket.resume();
       }),
     );
   };

@@ -6,6 +6,7 @@
  * crash it: throws and rejections land in onError.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import polka, { type Middleware } from 'polka';
 import { TokendError, httpStatusOf, isErrorCode, type ErrorData } from '../errors.js';
 import type { Log } from '../log.js';
@@ -31,6 +32,13 @@ export interface HttpOptions extends GuardOptions {
 /** The documented deadlines for a client to send its headers, and its whole request. */
 export const HEADERS_TIMEOUT_MS = 10_000;
 export const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * Requests of one connection still being answered asynchronously (a scrape, a
+ * refresh, a body being read). Node stops reading a pipelining client only
+ * once answers back up; answers still being prepared do not count, so without
+ * this a client that pipelines and never reads grows the daemon without bound.
+ */
+export const MAX_PENDING_PER_CONNECTION = 16;
 
 /**
  * A route as the dispatch calls it: the path and the start time travel as
@@ -40,6 +48,12 @@ export const REQUEST_TIMEOUT_MS = 30_000;
 type Served = (req: IncomingMessage, res: ServerResponse, path: string, t0: number) => void;
 
 /** GET routes also answer HEAD (Node sends the headers alone), except the event stream, which has no end. */
+/** Read nothing more from this connection, and close it once `res` is answered. */
+function closeAfter(req: IncomingMessage, res: ServerResponse): void {
+  req.socket.pause();
+  res.once('finish', () => req.socket.destroySoon());
+}
+
 const answersHead = (r: { method: string; path: string }): boolean => r.method === 'GET' && r.path !== '/events';
 
 export function createHttpServer(opts: HttpOptions): Server {
@@ -82,6 +96,8 @@ export function createHttpServer(opts: HttpOptions): Server {
     else res.destroy();
   }
 
+  const pendingOn = new WeakMap<Socket, number>();
+
   /**
    * Guards and timing run inside each route's handler, not as a polka
    * middleware: every step of polka's loop is an async call, and a second
@@ -93,7 +109,9 @@ export function createHttpServer(opts: HttpOptions): Server {
     // Settled by now: the dispatch waits for a verdict still being made.
     const refusal = admission.verdict(req.socket) as ErrorData | undefined;
     if (refusal !== undefined && path !== '/healthz') {
-      sendError(res, refusal);
+      // One answer is enough: nothing more is read from this connection, and it is closed once answered.
+      closeAfter(req, res);
+      sendError(res, refusal, { connection: 'close' });
       return true;
     }
     if (opts.isDraining()) {
@@ -111,9 +129,22 @@ export function createHttpServer(opts: HttpOptions): Server {
     (req, res, path, t0) => {
       try {
         if (refuse(req, res, path)) return record(res, route, t0);
+        const socket = req.socket;
+        const pending = pendingOn.get(socket) ?? 0;
+        if (pending >= MAX_PENDING_PER_CONNECTION) {
+          closeAfter(req, res);
+          fail(res, 'overloaded', `more than ${MAX_PENDING_PER_CONNECTION} requests of this connection are waiting for their answers`, { connection: 'close' });
+          return record(res, route, t0);
+        }
         const out = handler(req, res, path);
-        if (out instanceof Promise) out.then(() => record(res, route, t0), (err: unknown) => onError(err, res, route, t0));
-        else record(res, route, t0);
+        if (out instanceof Promise) {
+          pendingOn.set(socket, pending + 1);
+          const settled = (): void => void pendingOn.set(socket, (pendingOn.get(socket) ?? 1) - 1);
+          out.then(
+            () => (settled(), record(res, route, t0)),
+            (err: unknown) => (settled(), onError(err, res, route, t0)),
+          );
+        } else record(res, route, t0);
       } catch (err) {
         onError(err, res, route, t0);
       }
@@ -159,7 +190,19 @@ export function createHttpServer(opts: HttpOptions): Server {
     const verdict = admission.verdict(req.socket);
     if (verdict !== undefined) {
       // The peer is still being identified: this request waits for the verdict.
-      if (verdict instanceof Promise) return void verdict.then(() => dispatch(req, res));
+      if (verdict instanceof Promise) {
+        // Requests parsed meanwhile wait, a few of them: a client pipelining past that is not waited for.
+        const waiting = pendingOn.get(req.socket) ?? 0;
+        if (waiting >= MAX_PENDING_PER_CONNECTION) {
+          closeAfter(req, res);
+          return fail(res, 'overloaded', `more than ${MAX_PENDING_PER_CONNECTION} requests of this connection are waiting for their answers`, { connection: 'close' });
+        }
+        pendingOn.set(req.socket, waiting + 1);
+        return void verdict.then(() => {
+          pendingOn.set(req.socket, (pendingOn.get(req.socket) ?? 1) - 1);
+          dispatch(req, res);
+        });
+      }
       // A connection past the cap already has its answer: nothing it sends is served.
       if (verdict.code === 'overloaded') return void req.resume();
     }

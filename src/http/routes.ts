@@ -9,6 +9,7 @@ import type { RefreshTrigger, Result, SetTokensInput, Snapshot } from '../contra
 import { TokendError, type ErrorData } from '../errors.js';
 import { isAboutToExpire } from '../expiry.js';
 import { readJsonBody } from './body.js';
+import { B64TOKEN, LIFETIME, MAX_TOKEN_CHARS, REFRESH_TOKEN } from '../token-syntax.js';
 import { describeIssues } from '../validation.js';
 import type { EventHub } from './events.js';
 import { fail, sendError, sendJson } from './reply.js';
@@ -35,14 +36,13 @@ const str = (min: number, max: number) => v.pipe(v.string(), v.minLength(min), v
 /**
  * Token values are served in headers and environments: only the characters
  * RFC 6750 allows a bearer token (b64token), and for the refresh token
- * visible ASCII. Anything else (NUL, CR/LF, spaces, lone surrogates) is refused.
+ * RFC 6749's (visible ASCII and space). Anything else (NUL, CR/LF, lone
+ * surrogates) is refused.
  */
-const B64TOKEN = /^[A-Za-z0-9._~+/-]+=*$/;
-const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
 const setTokensSchema = v.strictObject({
-  access_token: v.pipe(str(1, 8192), v.regex(B64TOKEN, 'must be RFC 6750 token characters (A-Z a-z 0-9 - . _ ~ + / and trailing =)')),
-  refresh_token: v.optional(v.nullable(v.pipe(str(1, 8192), v.regex(VISIBLE_ASCII, 'must be visible ASCII characters, without spaces')))),
-  expires_in: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10 * 365 * 24 * 3600))),
+  access_token: v.pipe(str(1, MAX_TOKEN_CHARS), v.regex(B64TOKEN, 'must be RFC 6750 token characters (A-Z a-z 0-9 - . _ ~ + / and trailing =)')),
+  refresh_token: v.optional(v.nullable(v.pipe(str(1, MAX_TOKEN_CHARS), v.regex(REFRESH_TOKEN, 'must be visible ASCII characters or spaces')))),
+  expires_in: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(LIFETIME.maxSec))),
   // tokend serves bearer tokens (RFC 6750); the scheme name is case-insensitive.
   token_type: v.optional(v.pipe(v.string(), v.regex(/^bearer$/i, 'must be Bearer'), v.transform((): 'Bearer' => 'Bearer'))),
   scope: v.optional(v.nullable(str(0, 4096))),

@@ -10,7 +10,7 @@
  * for the provider), never skips writing an answer that has arrived.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { lstatSync, statSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { connect } from 'node:net';
 import type { Server } from 'node:http';
@@ -161,15 +161,24 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
   let stopping: Promise<number> | null = null;
 
-  const stop = (reason: string, code = 0): Promise<number> => {
+  const stop = (reason: string, exitCode = 0): Promise<number> => {
+    let code = exitCode;
     stopping ??= (async () => {
       log.info({ reason }, 'shutting down');
       draining = true;
       trimmer.stop();
       hub!.closeAll();
       const closed = closeServer(server, 2_000);
-      const result = await running.close(config.shutdownTimeoutMs);
-      if (!result.ok) log.error({ code: result.error.code }, result.error.message);
+      // A refresh in flight is waited for up to its own deadline at least: a stop request never abandons a
+      // provider that may still answer with a rotation. Past that, the owner abandons it and closes.
+      const waitMs = Math.max(config.shutdownTimeoutMs, config.upstreamTimeoutMs + 1_000);
+      const result = await withDeadline(running.close(waitMs), waitMs + CLOSE_GRACE_MS);
+      if (result === null) {
+        // The owner thread is stuck (a hung disk, a busy loop): nothing it holds can be written now.
+        log.fatal({ waitedMs: waitMs + CLOSE_GRACE_MS }, 'the owner thread did not close in time: exiting without it');
+        await running.destroy();
+        code = 1;
+      } else if (!result.ok) log.error({ code: result.error.code }, result.error.message);
       await closed;
       socket?.remove();
       log.info({ version: running.snapshot.version }, 'stopped');
@@ -186,6 +195,16 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     if (stopping) void running.hurry();
   };
   return { address, done, status: () => running.snapshot.status, stop: (reason) => stop(reason), hurry };
+}
+
+/** Beyond the owner's own wait: its grace for an abandoned request, flushing and releasing the lock. */
+const CLOSE_GRACE_MS = 10_000;
+
+/** `promise`'s value, or null when `ms` pass first. */
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<null>((resolve) => (timer = setTimeout(resolve, ms, null)));
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
 interface Bound {
@@ -272,6 +291,8 @@ async function socketTempPath(path: string): Promise<string> {
     const dirMax = MAX_SOCKET_PATH_BYTES - (Buffer.byteLength(temp) - Buffer.byteLength(dirname(path)));
     throw new ListenRefused(`the socket path is too long: at most ${MAX_SOCKET_PATH_BYTES} bytes, in a directory whose path has at most ${dirMax}`, 2);
   }
+  const dirProblem = socketDirProblem(dirname(path));
+  if (dirProblem) throw new ListenRefused(dirProblem, 2);
   const found = requireSocketOrNothing(path);
   if (!found) return temp;
   const answer = await new Promise<string | null>((resolve) => {
@@ -285,6 +306,22 @@ async function socketTempPath(path: string): Promise<string> {
   if (answer === null) throw new ListenRefused(`${path} is in use: another process answers on it`, 1);
   if (answer !== 'ECONNREFUSED') throw new ListenRefused(`cannot tell whether ${path} is in use (${answer}); remove it if it is stale`, 2);
   return temp;
+}
+
+/**
+ * A directory in which another user could rename or replace the socket (and
+ * so receive what clients send it): owned by someone else, or writable by
+ * group or others without the sticky bit (as /tmp has).
+ */
+function socketDirProblem(dir: string): string | null {
+  const st = statOrNull(dir);
+  if (!st) return null; // listen() says it is missing
+  const uid = process.getuid?.() ?? 0;
+  if (st.uid !== uid && st.uid !== 0) return `the socket's directory ${dir} is owned by uid ${st.uid}: another user could replace the socket; use a directory of your own`;
+  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
+    return `the socket's directory ${dir} is writable by other users without the sticky bit: they could replace the socket; use a directory of your own (or chmod +t)`;
+  }
+  return null;
 }
 
 /** What is at the socket's path, when it is a socket; null when nothing is; refused otherwise. */
@@ -321,6 +358,14 @@ class OwnSocket {
 function lstatOrNull(path: string): Stats | null {
   try {
     return lstatSync(path);
+  } catch {
+    return null;
+  }
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
   } catch {
     return null;
   }

@@ -14,6 +14,7 @@ import type { ClientAuthMethod, ProviderSettings, UpstreamTimeouts } from '../co
 import { holdsSecret, scrubCode, scrubText } from './provider-text.js';
 import { parseRetryAfter } from './schedule.js';
 import { insecureEndpoint } from '../endpoint.js';
+import { B64TOKEN, LIFETIME, MAX_TOKEN_CHARS, REFRESH_TOKEN } from '../token-syntax.js';
 import { BodyTooLarge, BodyUndecodable, MAX_BODY_BYTES, readBody } from './upstream-body.js';
 
 export interface TokenResponse {
@@ -62,16 +63,10 @@ export interface SentRequest {
 
 const NOTHING_SENT: SentRequest = { secrets: [], redeemed: null };
 
-/** Lifetimes tokend will store: shorter would refresh more than once a second, longer cannot be written as a date for long. */
-export const LIFETIME = { defaultSec: 3600, minSec: 2, maxSec: 10 * 365 * 86_400 } as const;
-/** RFC 6750 b64token: what may follow `Bearer ` in a header. */
-const B64TOKEN = /^[A-Za-z0-9._~+/-]+=*$/;
-/** Visible ASCII, no space: a refresh token goes back into a form body and into hand-edited files. */
+/** Visible ASCII, no space: for account fields (Monzo's user_id, client_id) shown in /state. */
 const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
 /** RFC 6749 scope: scope-tokens of visible ASCII but `"` and `\`, separated by single spaces. */
 const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*$/;
-/** Far above any real token (browsers and servers cap a header at 8–16 KiB), far below the body cap. */
-const MAX_TOKEN_CHARS = 64 * 1024;
 const MAX_SCOPE_CHARS = 4096;
 const MAX_ACCOUNT_CHARS = 256;
 
@@ -127,8 +122,10 @@ export function parseTokenResponse(status: number, retryAfter: string | string[]
   if (status < 200 || status >= 300 || errorIn200) return failWithProviderWords(status, retryAfter, body, nowMs, sent);
   if (body === null) return fail('bad_response', `provider answered ${status} with a body that is not a JSON object`, status, null, null);
   const refresh = body['refresh_token'];
-  if (refresh !== undefined && refresh !== null && refresh !== '' && !(typeof refresh === 'string' && refresh.length <= MAX_TOKEN_CHARS && VISIBLE_ASCII.test(refresh))) {
-    return fail('bad_response', `provider answered ${status} with a refresh_token that is not visible ASCII (or over ${MAX_TOKEN_CHARS} characters)`, status, null, null);
+  // A refresh token in a 2xx answer may be the only live one (the provider may have spent the one redeemed):
+  // whatever its characters, it is kept. Only a value that is not a string at all, or absurdly long, is refused.
+  if (refresh !== undefined && refresh !== null && refresh !== '' && !(typeof refresh === 'string' && refresh.length <= MAX_TOKEN_CHARS)) {
+    return fail('bad_response', `provider answered ${status} with a refresh_token that is not a string (or is over ${MAX_TOKEN_CHARS} characters)`, status, null, null);
   }
   const refreshToken = str(refresh);
   const rotated = refreshToken !== null && refreshToken !== sent.redeemed ? refreshToken : null;
@@ -144,6 +141,7 @@ export function parseTokenResponse(status: number, retryAfter: string | string[]
     return refuse(`with token_type ${named ?? describe(type)}, not Bearer`);
   }
   const warnings: string[] = [];
+  if (refreshToken !== null && !REFRESH_TOKEN.test(refreshToken)) warnings.push('the refresh_token has characters outside RFC 6749 (visible ASCII and space): kept all the same');
   const lifetime = boundLifetime(body['expires_in']);
   if (lifetime.warning) warnings.push(lifetime.warning);
   const own = [...sent.secrets, access, ...(refreshToken ? [refreshToken] : [])];
@@ -378,8 +376,9 @@ export class OAuthClient {
     return parseTokenResponse(answer.status, answer.headers['retry-after'], answer.text, Date.now(), sent);
   }
 
+  /** At the owner's close: nothing may still be waited for (an abandoned request included), so connections are destroyed, not drained. */
   async close(): Promise<void> {
-    await this.#dispatcher.close().catch(() => undefined);
+    await this.#dispatcher.destroy().catch(() => undefined);
   }
 }
 

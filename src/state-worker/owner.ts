@@ -212,6 +212,10 @@ export class Owner {
 
   // ---- refresh ------------------------------------------------------------
 
+  #stopBegun(): boolean {
+    return this.#closing || this.#abandon.signal.aborted;
+  }
+
   #canRefresh(): ErrorData | null {
     if (this.#closing) return { code: 'shutting_down', message: 'tokend is shutting down' };
     if (this.#lockLost) return { code: 'lock_lost', message: this.#lockLostMessage() };
@@ -236,6 +240,8 @@ export class Owner {
   async #redeemToken(refreshToken: string): Promise<Result<null>> {
     const fp = fingerprint(refreshToken);
     const started = Date.now();
+    // A stop may have begun while the file was re-read: then the provider never hears of the token.
+    if (this.#stopBegun()) return err('shutting_down', 'tokend is shutting down');
     try {
       // The intent is on disk before the provider hears of the token: a crash
       // after this point is diagnosed at the next start, never silent.
@@ -243,6 +249,11 @@ export class Owner {
     } catch (e) {
       this.#emit({ type: 'refresh', outcome: 'skipped', seconds: 0 });
       return toResult(e);
+    }
+    if (this.#stopBegun()) {
+      // ...or while the intent was written: nothing was sent, so the intent is no longer true.
+      await this.#commit((cur) => ({ ...cur, intent: null })).catch(() => undefined);
+      return err('shutting_down', 'tokend is shutting down');
     }
     let response: TokenResponse;
     try {
@@ -333,8 +344,8 @@ export class Owner {
       await this.#commit((cur) => ({ ...cur, intent: null })).catch(() => undefined);
       return err('reauthorization_required', this.#reauthReason, { upstream: { status: e.status, error: e.error } });
     }
-    if (e.status === null) {
-      // No answer: the provider may have rotated the token. Keep the intent open.
+    if (e.status === null || (e.status >= 200 && e.status < 300)) {
+      // No answer, or a success refused as malformed: the provider may have rotated the token. Keep the intent open.
       this.#uncertain ??= { fingerprint: fp, sinceMs: Date.now() };
     } else {
       await this.#commit((cur) => ({ ...cur, intent: null })).catch(() => undefined);
@@ -509,7 +520,8 @@ function mergeTokens(cur: StoredTokens | null, r: TokenResponse, redeemed: strin
 function keepRefreshToken(cur: StoredTokens | null, given: string | null): Pick<StoredTokens, 'refreshToken' | 'replacedRefreshToken'> {
   const current = cur?.refreshToken ?? null;
   if (given === null || given === current) return { refreshToken: current, replacedRefreshToken: cur?.replacedRefreshToken ?? null };
-  return { refreshToken: given, replacedRefreshToken: current ?? cur?.replacedRefreshToken ?? null };
+  // A replaced token not yet succeeded by a redeemed one stays: it is the last one known to work, not the one set in between.
+  return { refreshToken: given, replacedRefreshToken: cur?.replacedRefreshToken ?? current };
 }
 
 const isoOrNull = (ms: number | null): string | null => {

@@ -73,7 +73,7 @@ export class Refresher {
     if (this.#inflight) return this.#inflight;
     const now = Date.now();
     const explicit = trigger === 'http' || trigger === 'cli';
-    if (explicit && this.#recentSuccessAtMs !== null && now - this.#recentSuccessAtMs < RECENT_MS) {
+    if (explicit && this.#recentSuccessAtMs !== null && now - this.#recentSuccessAtMs < RECENT_MS && this.#deps.canRefresh() === null) {
       this.#deps.log.info(
         { trigger, lastSuccessAt: new Date(this.#recentSuccessAtMs).toISOString() },
         `refresh requested less than ${RECENT_MS / 1000} s after the last successful one: answered from it, the provider was not called`,
@@ -119,6 +119,8 @@ export class Refresher {
       this.#recentSuccessAtMs = now;
       return result;
     }
+    // A failure since the last success: that success no longer answers an explicit request.
+    this.#recentSuccessAtMs = null;
     this.#lastError = result.error;
     if (RETRYABLE.has(result.error.code)) {
       this.#failures++;

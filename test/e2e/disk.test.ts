@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { CLI, Daemon, http, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { CLI, Daemon, http, nodeForOtherUsers, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
@@ -143,7 +143,7 @@ describe('the lock', () => {
 
 const canDropPrivileges = process.getuid?.() === 0 && (() => {
   try {
-    execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(CLI)})`], { stdio: 'ignore' });
+    execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), '-e', `require('fs').accessSync(${JSON.stringify(CLI)})`], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
@@ -157,7 +157,7 @@ describe('permissions', { skip: canDropPrivileges ? false : 'needs root to run t
     const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     chownSync(dir, 65534, 65534);
     chownSync(stateFile, 65534, 65534);
-    const d = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_WAKE_INTERVAL_MS: '100' }, { command: 'setpriv' });
+    const d = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_WAKE_INTERVAL_MS: '100' }, { command: 'setpriv' });
     const serving = await d.waitForLog('tokend serving');
     return { d, dir, stateFile, address: String(serving['listen']) };
   }
@@ -184,7 +184,7 @@ describe('permissions', { skip: canDropPrivileges ? false : 'needs root to run t
     const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     chownSync(dir, 65534, 65534);
     const before = readFileSync(stateFile, 'utf8');
-    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
+    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
     const exit = await p.exited;
     assert.equal(exit.code, 1, p.output);
     assert.match(p.stderr, /cannot read state file .*tokens\.json: .*EACCES/);

@@ -9,7 +9,7 @@ import { chownSync, readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { CLI, Proc, rawExchange, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { CLI, nodeForOtherUsers, Proc, rawExchange, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
@@ -35,7 +35,7 @@ req.end(body ?? undefined);
 /** One request from a separate process running as `uid` (gid the same). */
 async function requestAs(uid: number, address: string, method: string, path: string, body: string | null = null): Promise<Answer> {
   const i = address.lastIndexOf(':');
-  const child = spawn(process.execPath, ['-e', CLIENT, JSON.stringify([address.slice(0, i), Number(address.slice(i + 1)), method, path, body])], {
+  const child = spawn(nodeForOtherUsers(), ['-e', CLIENT, JSON.stringify([address.slice(0, i), Number(address.slice(i + 1)), method, path, body])], {
     uid,
     gid: uid,
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -88,7 +88,7 @@ describe('the same-user rule on a keyless loopback listener', { skip: !asRoot &&
     chownSync(dir, 4242, 4242);
     chownSync(stateFile, 4242, 4242);
     const env = { ...stubEnv(suite.stub, stateFile), HOME: dir, TOKEND_LISTEN: '127.0.0.1:0', TOKEND_LOG_LEVEL: 'debug', TOKEND_ALLOWED_UIDS: '65533' };
-    const p = new Proc(['--reuid=4242', '--regid=4242', '--clear-groups', process.execPath, CLI, 'serve'], env, { command: 'setpriv', cwd: dir });
+    const p = new Proc(['--reuid=4242', '--regid=4242', '--clear-groups', nodeForOtherUsers(), CLI, 'serve'], env, { command: 'setpriv', cwd: dir });
     const address = await serving(p);
     for (const [uid, status] of [
       [4242, 200],
@@ -120,6 +120,45 @@ function openEvents(address: string): Promise<{ res: IncomingMessage; json: Reco
     req.end();
   });
 }
+
+describe('pipelining clients that never read', () => {
+  /** One connection that pipelines requests as fast as the daemon takes them and never reads an answer; resolves when the daemon closes it. */
+  const FLOOD = `
+const [host, port, path] = JSON.parse(process.argv[1]);
+const s = require('net').connect(port, host, () => {
+  s.pause();
+  const r = 'GET ' + path + ' HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n';
+  const more = () => { while (s.write(r.repeat(64))); };
+  s.on('drain', more);
+  more();
+});
+s.on('error', () => undefined);
+s.on('close', () => process.exit(0));
+setTimeout(() => process.exit(3), 20000);
+`;
+  const cases: Array<[string, number, string]> = [
+    ['GET /token', 0, '/token'],
+    ['GET /metrics (answered asynchronously)', 0, '/metrics'],
+    ['GET /token from another user (refused)', 65534, '/token'],
+    ['GET /healthz from another user', 65534, '/healthz'],
+  ];
+  for (const [name, uid, path] of cases) {
+    it(`${name}: the connection is cut off, the daemon stays small and keeps answering`, { skip: uid !== 0 && !asRoot && 'needs root to act as another user' }, async () => {
+      const { d } = await suite.start();
+      const i = d.address.lastIndexOf(':');
+      const flood = spawn(nodeForOtherUsers(), ['-e', FLOOD, JSON.stringify([d.address.slice(0, i), Number(d.address.slice(i + 1)), path])], {
+        ...(uid === 0 ? {} : { uid, gid: uid }),
+        stdio: 'ignore',
+      });
+      const code = await new Promise<number | null>((resolve) => flood.once('exit', resolve));
+      assert.equal(code, 0, 'the daemon closed the flooding connection (exit 3: still open after 20 s)');
+      assert.equal((await d.request('GET', '/healthz')).status, 200);
+      const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, 'utf8'))?.[1]);
+      assert.ok(rssKb < 300 * 1024, `RSS ${rssKb} kB after the flood`);
+      await suite.finish(d);
+    });
+  }
+});
 
 describe('descriptor exhaustion', () => {
   it('under `ulimit -n 256`, 300 event clients and a connection flood get polite 503s; the daemon stays up and serves once they leave', async () => {
@@ -312,7 +351,7 @@ describe('requests no client should send', () => {
       ['access_token', { access_token: 'abc\ud800def' }],
       ['access_token', { access_token: 'abc def' }],
       ['access_token', { access_token: 'ab=c' }],
-      ['refresh_token', { access_token: 'good.token', refresh_token: 'has space' }],
+      ['refresh_token', { access_token: 'good.token', refresh_token: 'has\ttab' }],
       ['refresh_token', { access_token: 'good.token', refresh_token: 'caf\u00e9' }],
       ['token_type', { access_token: 'good.token', token_type: 'mac' }],
     ];

@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { TokendClient } from '../../src/client/index.ts';
-import { CLI, Daemon, freePort, http, Proc, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { CLI, Daemon, freePort, http, nodeForOtherUsers, Proc, runCli, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
@@ -96,24 +96,6 @@ describe('signals', () => {
     const file = JSON.parse(readFileSync(stateFile, 'utf8'));
     assert.equal(file.refresh_token, suite.stub.live!.refresh_token, 'the rotated refresh token is on disk');
     assert.equal(file.refresh_intent, null);
-  });
-
-  it('a third stop signal changes nothing: "already stopping"', async () => {
-    const { d } = await daemonOn({ TOKEND_SHUTDOWN_TIMEOUT_MS: '20000' });
-    suite.stub.faults.push({ kind: 'delay', ms: 4_000 });
-    const arrived = suite.stub.nextRequest();
-    void d.request('POST', '/refresh-tokens').catch(() => null);
-    await arrived;
-    d.kill('SIGTERM');
-    await d.waitForLog('shutting down');
-    await new Promise((r) => setTimeout(r, 1_200)); // past the window of a repeated delivery
-    d.kill('SIGTERM');
-    await d.waitForLog('second stop request: no longer waiting for the provider');
-    d.kill('SIGTERM');
-    await d.waitForLog('already stopping');
-    const exit = await d.exited;
-    keep(d);
-    assert.equal(exit.code, 0, d.output);
   });
 
   it('`tokend login` ignores SIGUSR1 too (it holds the client secret): no inspector, and the login still waits', async () => {
@@ -214,7 +196,7 @@ describe('listen addresses that cannot work', () => {
     const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     chownSync(dir, 65534, 65534);
     chownSync(stateFile, 65534, 65534);
-    const p = new Proc(['-u', 'nobody', '--', process.execPath, CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:1' }, { command: 'runuser' });
+    const p = new Proc(['-u', 'nobody', '--', nodeForOtherUsers(), CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:1' }, { command: 'runuser' });
     const exit = await p.exited;
     keep(p);
     assert.equal(exit.code, 2, p.output);
@@ -303,6 +285,72 @@ describe('an owner record another user could have written', () => {
     } finally {
       fake.server.close();
     }
+  });
+});
+
+describe('a listener another user runs', { skip: process.getuid?.() !== 0 && 'needs root to act as another user' }, () => {
+  /** A listener posing as tokend, run by uid 65534: prints one line per request it receives. */
+  const FAKE = `
+const [where] = JSON.parse(process.argv[1]);
+const server = require('http').createServer((req, res) => {
+  let body = '';
+  req.on('data', (c) => (body += c));
+  req.on('end', () => {
+    process.stdout.write(JSON.stringify({ auth: req.headers.authorization ?? null, body }) + '\\n');
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ access_token: 'forged-token-from-squatter', token_type: 'Bearer', expires_at: null, expires_in: null, version: 1 }));
+  });
+});
+server.listen(...(where.startsWith('unix:') ? [where.slice(5)] : [Number(where.split(':')[1]), '127.0.0.1']), () => process.stdout.write('listening\\n'));
+`;
+  async function squatter(where: string): Promise<{ seen: () => string; stop: () => void }> {
+    const child = spawn(nodeForOtherUsers(), ['-e', FAKE, JSON.stringify([where])], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('listening\n')) resolve();
+      }),
+    );
+    return { seen: () => out.replace('listening\n', ''), stop: () => void child.kill() };
+  }
+  const apiKey = 'api-key-that-must-stay-home';
+
+  it('on the TCP address: `tokend token` and `tokend set` refuse to talk to it; it receives neither the API key nor the refresh token', async () => {
+    const where = `127.0.0.1:${await freePort()}`;
+    const fake = await squatter(where);
+    try {
+      const token = keep(await runCli(['token'], { TOKEND_LISTEN: where, TOKEND_API_KEY: apiKey }));
+      assert.equal(token.result.code, 1, token.output);
+      assert.match(token.stderr, /^tokend: the listener on 127\.0\.0\.1:\d+ belongs to uid 65534, not to you or root/m);
+      assert.ok(!token.stdout.includes('forged-token'));
+      const set = keep(await runCli(['set', '--stdin'], { TOKEND_LISTEN: where, TOKEND_API_KEY: apiKey }, JSON.stringify({ access_token: 'acc_mine', refresh_token: 'ref_mine_never_shared' })));
+      assert.equal(set.result.code, 1, set.output);
+      assert.equal(fake.seen(), '', 'the squatter received a request');
+    } finally {
+      fake.stop();
+    }
+  });
+
+  it('on a unix socket: refused by the client; and the daemon refuses a socket directory others can write without the sticky bit', async () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o1777);
+    const where = `unix:${join(dir, 'tokend.sock')}`;
+    const fake = await squatter(where);
+    try {
+      const r = keep(await runCli(['token'], { TOKEND_LISTEN: where, TOKEND_API_KEY: apiKey }));
+      assert.equal(r.result.code, 1, r.output);
+      assert.match(r.stderr, /belongs to uid 65534, not to you or root/);
+      assert.equal(fake.seen(), '');
+    } finally {
+      fake.stop();
+    }
+    const open = tempDir();
+    chmodSync(open, 0o777);
+    const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
+    const d = keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: `unix:${join(open, 'tokend.sock')}` }));
+    assert.equal(d.result.code, 2, d.output);
+    assert.match(d.stderr, /writable by other users without the sticky bit/);
   });
 });
 

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Daemon, findLeaks, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
+import { Daemon, findLeaks, nodeForOtherUsers, Proc, stateFileWith, tempDir } from '../fixtures/daemon.ts';
 import { stubEnv } from '../fixtures/env.ts';
 import { stubSuite } from '../fixtures/suite.ts';
 
@@ -331,7 +331,7 @@ describe('startup in a directory it cannot write', () => {
     chownSync(dir, 65534, 65534);
     chownSync(stateFile, 65534, 65534);
     chmodSync(dir, 0o500);
-    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(import.meta.dirname, '../../dist/main/cli.js'), 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
+    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), join(import.meta.dirname, '../../dist/main/cli.js'), 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
     const exit = await p.exited;
     suite.outputs.push(p.output);
     // Taking the lock needs to write beside the file: refused with the reason, not a crash.

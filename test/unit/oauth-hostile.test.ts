@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { boundLifetime, LIFETIME, parseTokenResponse, UpstreamFailure, type SentRequest, type TokenResponse } from '../../src/state-worker/oauth.ts';
+import { boundLifetime, parseTokenResponse, UpstreamFailure, type SentRequest, type TokenResponse } from '../../src/state-worker/oauth.ts';
+import { LIFETIME } from '../../src/token-syntax.ts';
 import { scrubCode, scrubText } from '../../src/state-worker/provider-text.ts';
 
 const NOW = Date.parse('2026-12-02T08:00:00Z');
@@ -121,11 +122,22 @@ describe('tokens from the provider: RFC 6750 characters, Bearer only', () => {
     assert.equal(failure(() => ok({ token_type: 'mac', access_token: 'a' }, redeemed)).rotatedRefreshToken, null);
   });
 
-  it('a refresh token that is not visible ASCII is refused and never handed on', () => {
-    for (const refresh of ['ref\u0000x', 'ref x', 'ref\u00e9', 'ref\r\n', 42, ['ref']]) {
+  it('a refresh token in a success is kept whatever its characters (it may be the only live one), with a warning outside RFC 6749', () => {
+    const spaced = ok({ access_token: 'a', refresh_token: 'new rt with space' }, redeemed);
+    assert.equal(spaced.refreshToken, 'new rt with space');
+    assert.ok(spaced.warnings.every((w) => !/RFC 6749/.test(w)), spaced.warnings.join('; '));
+    for (const refresh of ['ref\u0000x', 'ref\u00e9', 'ref\r\n']) {
+      const r = ok({ access_token: 'a', refresh_token: refresh }, redeemed);
+      assert.equal(r.refreshToken, refresh);
+      assert.ok(r.warnings.some((w) => /outside RFC 6749/.test(w)) && r.warnings.every((w) => !w.includes(refresh)), r.warnings.join('; '));
+    }
+  });
+
+  it('a refresh_token that is not a string is refused and never handed on', () => {
+    for (const refresh of [42, ['ref'], { a: 1 }]) {
       const e = failure(() => ok({ access_token: 'a', refresh_token: refresh }, redeemed));
       assert.equal(e.kind, 'bad_response');
-      assert.match(e.message, /refresh_token that is not visible ASCII/);
+      assert.match(e.message, /refresh_token that is not a string/);
       assert.equal(e.rotatedRefreshToken, null);
     }
   });

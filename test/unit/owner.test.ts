@@ -112,6 +112,15 @@ describe('tokens set by hand', () => {
     assert.equal(Object.hasOwn(onDisk(), 'replaced_refresh_token'), false, 'redeemed once: the replaced one is dropped');
   });
 
+  it('set twice before any refresh: the replaced token kept is the one known to work, not the one set in between', async () => {
+    const { owner, onDisk } = setup(valid('ref_0'));
+    assert.ok((await owner.start()).ok);
+    await owner.setTokens({ accessToken: 'acc_1', refreshToken: 'ref_typo', expiresInSec: 3600 });
+    await owner.setTokens({ accessToken: 'acc_2', refreshToken: 'ref_typo_again', expiresInSec: 3600 });
+    assert.equal(onDisk()['refresh_token'], 'ref_typo_again');
+    assert.equal(onDisk()['replaced_refresh_token'], 'ref_0');
+  });
+
   it('a refused new refresh token: the replaced one is tried once before reauthorization_required', async () => {
     const { owner, provider, onDisk } = setup(valid('ref_1', { replaced_refresh_token: 'ref_0' }));
     assert.ok((await owner.start()).ok);
@@ -142,6 +151,20 @@ describe('tokens set by hand', () => {
 });
 
 describe('a refused answer that carried a new refresh token', () => {
+  it('a success refused as malformed without a new refresh token keeps the intent open, so a later refusal is named as a possible lost rotation', async () => {
+    const { owner, provider, onDisk } = setup(valid('ref_1'));
+    assert.ok((await owner.start()).ok);
+    provider.script.push(new UpstreamFailure('bad_response', 'provider answered 200 with an access_token that is not RFC 6750 token characters', 200, null, null, null));
+    assert.ok(!(await owner.refresh('cli')).ok);
+    const intent = onDisk()['refresh_intent'] as Record<string, unknown> | null;
+    assert.equal(typeof intent?.['refresh_token_fingerprint'], 'string', 'the intent stays open: the provider may have rotated');
+    await new Promise((r) => setTimeout(r, 1_050)); // attempts start at least a second apart
+    provider.script.push(refused());
+    const r = await owner.refresh('cli');
+    assert.ok(!r.ok && r.error.code === 'reauthorization_required');
+    assert.match(r.error.message, /was interrupted before its answer was saved/);
+  });
+
   it('keeps the new one (the redeemed one as replaced) and the access token, and retries', async () => {
     const { owner, provider, onDisk, lines } = setup(valid('ref_0'));
     assert.ok((await owner.start()).ok);
@@ -184,6 +207,17 @@ describe('what the provider says, bounded', () => {
     for (let i = 0; i < 20; i++) assert.ok((await owner.refresh('http')).ok);
     assert.equal(provider.shown.length, 1);
     assert.ok(lines.info.some((l) => /answered from it, the provider was not called/.test(l)));
+  });
+
+  it('a failure after that success: the next explicit refresh goes to the provider again', async () => {
+    const { owner, provider } = setup(valid('ref_0'));
+    assert.ok((await owner.start()).ok);
+    provider.script.push(pair('acc_1', 'ref_1'), new UpstreamFailure('transient', 'provider answered 500', 500, null, null));
+    assert.ok((await owner.refresh('http')).ok);
+    assert.ok(!(await owner.refresh('timer')).ok);
+    provider.script.push(pair('acc_2', 'ref_2'));
+    assert.ok((await owner.refresh('http')).ok);
+    assert.deepEqual(provider.shown, ['ref_0', 'ref_1', 'ref_1']);
   });
 
   it('attempts start at least a second apart, whatever triggers them', async () => {
@@ -238,16 +272,30 @@ describe('shutdown during a refresh', () => {
     assert.notEqual(onDisk()['refresh_intent'], null, 'a possibly lost rotation is diagnosed at the next start');
   });
 
-  it('an answer that has arrived is written before close() returns, hurry() or not', async () => {
+  it('an answer that has arrived is written before close() returns, though hurry() comes right after it arrived', async () => {
     const { owner, provider, onDisk } = setup(valid('ref_0'));
     assert.ok((await owner.start()).ok);
-    provider.script.push(pair('acc_1', 'ref_1'));
-    const refreshing = owner.refresh('cli');
-    const closing = owner.close(60_000);
-    owner.hurry();
+    let closing: Promise<unknown> | null = null;
+    provider.script.push(async () => {
+      // The answer has been read; the second stop request lands now, before it is written.
+      closing = owner.close(60_000);
+      owner.hurry();
+      return pair('acc_1', 'ref_1');
+    });
+    assert.ok((await owner.refresh('cli')).ok);
     await closing;
-    assert.ok((await refreshing).ok);
     assert.equal(onDisk()['refresh_token'], 'ref_1');
+    assert.equal(onDisk()['refresh_intent'], null);
+  });
+
+  it('a refresh asked for after the stop began never reaches the provider', async () => {
+    const { owner, provider, onDisk } = setup(valid('ref_0'));
+    assert.ok((await owner.start()).ok);
+    owner.hurry();
+    const r = await owner.refresh('cli');
+    assert.ok(!r.ok && r.error.code === 'shutting_down');
+    assert.deepEqual(provider.shown, []);
+    assert.equal(onDisk()['refresh_intent'] ?? null, null);
   });
 
   it('when close() times out, the request is abandoned before the lock is released, and nothing is written after', async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { nodeForOtherUsers } from '../fixtures/daemon.ts';
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { endianness } from 'node:os';
@@ -57,7 +58,7 @@ describe('the peer of a real loopback connection', { skip: !canIdentifyPeers() &
     server.listen(0, host);
     await once(server, 'listening');
     const port = (server.address() as { port: number }).port;
-    const client = spawn(process.execPath, ['-e', `const s=require('net').connect(${port},'${connectTo}');s.on('data',()=>s.destroy())`], {
+    const client = spawn(nodeForOtherUsers(), ['-e', `const s=require('net').connect(${port},'${connectTo}');s.on('data',()=>s.destroy())`], {
       stdio: 'ignore',
       ...(uid === undefined ? {} : { uid, gid: uid }),
     });
