@@ -35,7 +35,7 @@ const rss = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSyn
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 const fmt = (n: number, d = 2): string => n.toFixed(d);
 
@@ -61,7 +61,7 @@ async function waitFor(port: number, path: string, status = 200): Promise<void> 
 
 function spawnServer(cmd: string[], env: NodeJS.ProcessEnv, pinned = true): ChildProcess {
   const [bin, ...args] = pinned ? pin(0, cmd) : cmd;
-  return spawn(bin!, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  return spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
 function exited(p: ChildProcess): Promise<void> {
@@ -70,7 +70,7 @@ function exited(p: ChildProcess): Promise<void> {
 
 /** CPU time (user + system) a process has used, in ms (clock ticks of 10 ms). */
 const cpuMs = (pid: number): number => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) * 10;
 };
 
@@ -86,7 +86,7 @@ interface Load {
 function autocannon(port: number, connections: number, seconds: number, pid: number): Load {
   const cpu0 = cpuMs(pid);
   const [bin, ...args] = pin(1, [process.execPath, AUTOCANNON, '-j', '-c', String(connections), '-d', String(seconds), `http://127.0.0.1:${port}/token`]);
-  const r = spawnSync(bin!, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync(bin, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   const j = JSON.parse(r.stdout) as { requests: { average: number; total: number }; latency: { p50: number; p99: number }; errors: number; non2xx: number };
   const cpuUs = ((cpuMs(pid) - cpu0) * 1000) / Math.max(1, j.requests.total);
   return { rps: j.requests.average, cpuUs, p50: j.latency.p50, p99: j.latency.p99, errors: j.errors + j.non2xx };
@@ -111,7 +111,7 @@ async function sequentialLatency(port: number, n: number): Promise<{ p50: number
   }
   agent.destroy();
   us.sort((a, b) => a - b);
-  return { p50: us[Math.floor(n * 0.5)]!, p99: us[Math.floor(n * 0.99)]! };
+  return { p50: us[Math.floor(n * 0.5)], p99: us[Math.floor(n * 0.99)] };
 }
 
 async function main(): Promise<void> {
@@ -152,11 +152,15 @@ async function main(): Promise<void> {
     console.log('  round   tokend req/s  bare req/s  ratio   tokend p50/p99 ms  bare p50/p99 ms');
     pairs.forEach((p, i) =>
       console.log(
-        `  ${String(i + 1).padEnd(6)}  ${fmt(p.t.rps, 0).padStart(12)}  ${fmt(p.b.rps, 0).padStart(10)}  ${fmt(rpsRatios[i]!).padStart(5)}   ${`${p.t.p50}/${p.t.p99}`.padStart(17)}  ${`${p.b.p50}/${p.b.p99}`.padStart(15)}`,
+        `  ${String(i + 1).padEnd(6)}  ${fmt(p.t.rps, 0).padStart(12)}  ${fmt(p.b.rps, 0).padStart(10)}  ${fmt(rpsRatios[i]).padStart(5)}   ${`${p.t.p50}/${p.t.p99}`.padStart(17)}  ${`${p.b.p50}/${p.b.p99}`.padStart(15)}`,
       ),
     );
-    console.log(`  median throughput ratio ${fmt(median(rpsRatios))}, median p99 ratio ${fmt(median(p99Ratios))}, errors ${pairs.reduce((a, p) => a + p.t.errors, 0)}`);
-    console.log(`  server CPU per request: tokend ${fmt(median(pairs.map((p) => p.t.cpuUs)), 1)} µs, bare ${fmt(median(pairs.map((p) => p.b.cpuUs)), 1)} µs, median ratio ${fmt(median(cpuRatios))}`);
+    console.log(
+      `  median throughput ratio ${fmt(median(rpsRatios))}, median p99 ratio ${fmt(median(p99Ratios))}, errors ${pairs.reduce((a, p) => a + p.t.errors, 0)}`,
+    );
+    console.log(
+      `  server CPU per request: tokend ${fmt(median(pairs.map((p) => p.t.cpuUs)), 1)} µs, bare ${fmt(median(pairs.map((p) => p.b.cpuUs)), 1)} µs, median ratio ${fmt(median(cpuRatios))}`,
+    );
     load[`c${c}`] = { pairs, medianRpsRatio: median(rpsRatios), medianP99Ratio: median(p99Ratios), medianCpuRatio: median(cpuRatios) };
   }
   results['load'] = load;
@@ -262,17 +266,24 @@ async function main(): Promise<void> {
   // ---- persist latency -----------------------------------------------------------
   for (let i = 0; i < 50; i++) {
     await new Promise<void>((resolve, reject) => {
-      const req = httpRequest({ host: '127.0.0.1', port: burstPort, path: '/refresh-tokens', method: 'POST', agent: false }, (res) => res.resume().on('end', resolve));
+      const req = httpRequest({ host: '127.0.0.1', port: burstPort, path: '/refresh-tokens', method: 'POST', agent: false }, (res) =>
+        res.resume().on('end', resolve),
+      );
       req.on('error', reject);
       req.end();
     });
   }
   const metrics = (await get(burstPort, '/metrics')).body;
-  const buckets = [...metrics.matchAll(/^tokend_persist_duration_seconds_bucket\{le="([^"]+)",result="ok"\} (\d+)/gm)].map((m) => ({ le: m[1]!, n: Number(m[2]) }));
+  const buckets = [...metrics.matchAll(/^tokend_persist_duration_seconds_bucket\{le="([^"]+)",result="ok"\} (\d+)/gm)].map((m) => ({
+    le: m[1],
+    n: Number(m[2]),
+  }));
   const count = buckets.at(-1)?.n ?? 0;
   const p99 = buckets.find((x) => x.n >= count * 0.99)?.le ?? 'n/a';
   const sum = Number(/^tokend_persist_duration_seconds_sum\{result="ok"\} (\S+)/m.exec(metrics)?.[1] ?? 0);
-  console.log(`persist (write, fsync, rename, dir fsync): ${count} writes, mean ${fmt((sum / count) * 1000)} ms, p99 ≤ ${p99 === '+Inf' ? p99 : `${Number(p99) * 1000} ms`} (histogram bucket)`);
+  console.log(
+    `persist (write, fsync, rename, dir fsync): ${count} writes, mean ${fmt((sum / count) * 1000)} ms, p99 ≤ ${p99 === '+Inf' ? p99 : `${Number(p99) * 1000} ms`} (histogram bucket)`,
+  );
   results['persist'] = { count, meanMs: (sum / count) * 1000, p99Bucket: p99 };
   b.kill('SIGTERM');
   await exited(b);

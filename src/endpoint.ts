@@ -16,6 +16,7 @@ export function insecureEndpoint(url: string): string | null {
     return 'is not a URL';
   }
   if (u.protocol === 'https:') return null;
-  if (u.protocol === 'http:') return isLoopbackHost(u.hostname) ? null : 'is plain http to a host that is not this machine (secrets would cross the network in clear; use https)';
+  if (u.protocol === 'http:')
+    return isLoopbackHost(u.hostname) ? null : 'is plain http to a host that is not this machine (secrets would cross the network in clear; use https)';
   return 'is not an http(s) URL';
 }

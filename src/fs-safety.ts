@@ -67,7 +67,8 @@ export function writePrivateFileSync(path: string, data: string): void {
 export function ownershipProblem(st: Stats, what: string): string | null {
   const uid = myUid();
   if (uid !== null && st.uid !== uid && st.uid !== 0) return `${what} is owned by uid ${st.uid}, not by this user (uid ${uid}) or root`;
-  if ((st.mode & 0o022) !== 0) return `${what} is writable by ${(st.mode & 0o002) !== 0 ? 'every user' : 'its group'} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run: chmod go-w ${what}`;
+  if ((st.mode & 0o022) !== 0)
+    return `${what} is writable by ${(st.mode & 0o002) !== 0 ? 'every user' : 'its group'} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run: chmod go-w ${what}`;
   return null;
 }
 

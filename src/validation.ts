@@ -5,7 +5,10 @@ export function describeIssues(issues: readonly BaseIssue<unknown>[]): string {
   return issues
     .map((issue) => {
       const path = issue.path?.map((p) => String(p.key)).join('.') || 'body';
-      const what = issue.kind === 'schema' && issue.type === 'strict_object' && issue.expected === 'never' ? 'unknown field' : issue.message.replace(/,? *but received .*$/i, '').trim();
+      const what =
+        issue.kind === 'schema' && issue.type === 'strict_object' && issue.expected === 'never'
+          ? 'unknown field'
+          : issue.message.replace(/,? *but received .*$/i, '').trim();
       return `${path}: ${what}`;
     })
     .join('; ');

@@ -305,7 +305,8 @@ export class TokendClient {
 function errorFrom(status: number, text: string): TokendClientError {
   try {
     const body = JSON.parse(text) as Record<string, unknown>;
-    return new TokendClientError(String(body['error'] ?? 'http_error'), String(body['message'] ?? `HTTP ${status}`), status, body);
+    const asString = (value: unknown, fallback: string): string => (typeof value === 'string' ? value : fallback);
+    return new TokendClientError(asString(body['error'], 'http_error'), asString(body['message'], `HTTP ${status}`), status, body);
   } catch {
     return new TokendClientError('http_error', `HTTP ${status}`, status);
   }

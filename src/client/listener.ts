@@ -15,7 +15,10 @@ const LISTEN = '0A';
 /** The uids a client trusts to run the daemon: its own, root, and those in TOKEND_TRUSTED_UIDS. */
 function trustedUids(env: NodeJS.ProcessEnv): Set<number> {
   const own = process.getuid?.() ?? 0;
-  const extra = (env['TOKEND_TRUSTED_UIDS'] ?? '').split(',').filter((s) => /^\d+$/.test(s.trim())).map(Number);
+  const extra = (env['TOKEND_TRUSTED_UIDS'] ?? '')
+    .split(',')
+    .filter((s) => /^\d+$/.test(s.trim()))
+    .map(Number);
   return new Set([own, 0, ...extra]);
 }
 

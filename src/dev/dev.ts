@@ -54,7 +54,10 @@ export interface DevSession {
 function requirePrivateDir(dir: string): void {
   const problem = privateDirProblem(dir, { refuseSymlink: true });
   if (problem) {
-    throw new StartError({ code: 'config_invalid', message: `refusing the dev directory: ${problem}; remove it if it is not yours, or pass --dir with a private directory` }, 2);
+    throw new StartError(
+      { code: 'config_invalid', message: `refusing the dev directory: ${problem}; remove it if it is not yours, or pass --dir with a private directory` },
+      2,
+    );
   }
 }
 
@@ -105,14 +108,15 @@ export async function startDev(opts: DevOptions, log: Logger): Promise<DevSessio
     throw err;
   }
   const api = new TokendClient({ url: daemon.address });
-  let resumed = false;
+  let resumed: boolean;
   try {
     const state = await api.state();
     resumed = state.status === 'ok' || state.status === 'expired';
-    if (state.status === 'expired') resumed = await api.refresh().then(
-      () => true,
-      () => false,
-    );
+    if (state.status === 'expired')
+      resumed = await api.refresh().then(
+        () => true,
+        () => false,
+      );
     if (!resumed) {
       const endpoints = await resolveEndpoints(config);
       const req = buildAuthRequest(endpoints, REDIRECT_URI);

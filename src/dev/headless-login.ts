@@ -19,8 +19,8 @@ export async function headlessAuthorize(authUrl: string, redirectUri: string, st
     const setCookie = res.headers['set-cookie'];
     for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : []) {
       const [pair] = c.split(';');
-      const eq = pair!.indexOf('=');
-      jar.set(pair!.slice(0, eq).trim(), pair!.slice(eq + 1).trim());
+      const eq = pair.indexOf('=');
+      jar.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
     }
     const location = res.headers['location'];
     if (res.statusCode < 300 || res.statusCode >= 400 || typeof location !== 'string') {

@@ -143,7 +143,10 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
   const store = new Store(opts.storeFile ?? null);
   if (!store.keys) {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    store.keys = { jwk: { ...privateKey.export({ format: 'jwk' }), kid: randomBytes(6).toString('hex'), alg: 'ES256', use: 'sig' }, cookie: randomBytes(32).toString('hex') };
+    store.keys = {
+      jwk: { ...privateKey.export({ format: 'jwk' }), kid: randomBytes(6).toString('hex'), alg: 'ES256', use: 'sig' },
+      cookie: randomBytes(32).toString('hex'),
+    };
     store.save();
   }
 
@@ -160,11 +163,19 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
         id_token_signed_response_alg: 'ES256',
       },
     ],
-    jwks: { keys: [store.keys.jwk as never] },
+    jwks: { keys: [store.keys.jwk] },
     cookies: { keys: [store.keys.cookie] },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
     features: { devInteractions: { enabled: !opts.autoApprove }, introspection: { enabled: true } },
-    ttl: { AccessToken: opts.accessTokenTtlSec, RefreshToken: 30 * 24 * 3600, Grant: 30 * 24 * 3600, Session: 24 * 3600, Interaction: 600, AuthorizationCode: 60, IdToken: 3600 },
+    ttl: {
+      AccessToken: opts.accessTokenTtlSec,
+      RefreshToken: 30 * 24 * 3600,
+      Grant: 30 * 24 * 3600,
+      Session: 24 * 3600,
+      Interaction: 600,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+    },
     // Every use of a refresh token rotates it: what Monzo does, and what makes a lost rotation visible.
     rotateRefreshToken: true,
     clockTolerance: 0,
@@ -181,7 +192,7 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
       });
       return;
     }
-    callback(req, res);
+    void callback(req, res);
   };
 
   return {
@@ -201,7 +212,8 @@ async function approve(provider: Provider, req: IncomingMessage, res: ServerResp
   const clientId = String(details.params['client_id']);
   const grant = details.grantId ? await provider.Grant.find(details.grantId) : new provider.Grant({ accountId: 'demo', clientId });
   if (!grant) throw new Error('grant not found');
-  grant.addOIDCScope(String(details.params['scope'] ?? 'openid'));
+  const scope = details.params['scope'];
+  grant.addOIDCScope(typeof scope === 'string' ? scope : 'openid');
   const grantId = await grant.save();
   await provider.interactionFinished(req, res, { login: { accountId: 'demo' }, consent: { grantId } }, { mergeWithLastSubmission: false });
 }

@@ -71,8 +71,7 @@ export function createHttpServer(opts: HttpOptions): Server {
   const stats = opts.metrics.trackRequests(labels);
 
   /** Request timing without a 'finish' listener per request: recorded where each answer is sent. */
-  const record = (res: ServerResponse, route: number, t0: number): void =>
-    stats.request(route, res.statusCode, (performance.now() - t0) / 1000);
+  const record = (res: ServerResponse, route: number, t0: number): void => stats.request(route, res.statusCode, (performance.now() - t0) / 1000);
 
   const onError = (err: unknown, res: ServerResponse, route: number, t0: number): void => {
     try {
@@ -195,7 +194,9 @@ export function createHttpServer(opts: HttpOptions): Server {
         const waiting = pendingOn.get(req.socket) ?? 0;
         if (waiting >= MAX_PENDING_PER_CONNECTION) {
           closeAfter(req, res);
-          return fail(res, 'overloaded', `more than ${MAX_PENDING_PER_CONNECTION} requests of this connection are waiting for their answers`, { connection: 'close' });
+          return fail(res, 'overloaded', `more than ${MAX_PENDING_PER_CONNECTION} requests of this connection are waiting for their answers`, {
+            connection: 'close',
+          });
         }
         pendingOn.set(req.socket, waiting + 1);
         return void verdict.then(() => {
@@ -246,7 +247,9 @@ export function createHttpServer(opts: HttpOptions): Server {
         ? `the request did not arrive in time (headers within ${HEADERS_TIMEOUT_MS / 1000} s, the whole request within ${REQUEST_TIMEOUT_MS / 1000} s)`
         : `malformed request (${err.code ?? 'error'})`;
     const body = JSON.stringify({ error: status === 431 ? 'payload_too_large' : 'invalid_request', message });
-    socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    socket.end(
+      `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
   return server;
 }

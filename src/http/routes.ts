@@ -44,7 +44,13 @@ const setTokensSchema = v.strictObject({
   refresh_token: v.optional(v.nullable(v.pipe(str(1, MAX_TOKEN_CHARS), v.regex(REFRESH_TOKEN, 'must be visible ASCII characters or spaces')))),
   expires_in: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(LIFETIME.maxSec))),
   // tokend serves bearer tokens (RFC 6750); the scheme name is case-insensitive.
-  token_type: v.optional(v.pipe(v.string(), v.regex(/^bearer$/i, 'must be Bearer'), v.transform((): 'Bearer' => 'Bearer'))),
+  token_type: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^bearer$/i, 'must be Bearer'),
+      v.transform((): 'Bearer' => 'Bearer'),
+    ),
+  ),
   scope: v.optional(v.nullable(str(0, 4096))),
   // Provider fields worth keeping (Monzo's).
   user_id: v.optional(str(1, 256)),

@@ -7,7 +7,7 @@ export function runTokenExec(command: string[], envName: string, token: string):
   if (command.length === 0) throw new TokendError('invalid_request', 'token --exec needs a command: tokend token --exec -- CMD [ARGS...]');
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) throw new TokendError('invalid_request', `--env ${envName} is not a valid variable name`);
   return new Promise((resolve, reject) => {
-    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env: { ...process.env, [envName]: token } });
+    const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env: { ...process.env, [envName]: token } });
     const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
@@ -66,7 +66,10 @@ export function parseSetJson(bytes: Buffer): Record<string, unknown> {
     throw new TokendError('invalid_json', 'standard input is not valid JSON');
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new TokendError('invalid_json', `standard input must be a JSON object ${SET_SHAPE}, not ${value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`}`);
+    throw new TokendError(
+      'invalid_json',
+      `standard input must be a JSON object ${SET_SHAPE}, not ${value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`}`,
+    );
   }
   return value as Record<string, unknown>;
 }

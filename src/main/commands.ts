@@ -95,7 +95,7 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
     };
 
   const program = new Command('tokend')
-    .description('A local OAuth2 token daemon: keeps one account\'s tokens fresh and durable, and serves them to local programs.')
+    .description("A local OAuth2 token daemon: keeps one account's tokens fresh and durable, and serves them to local programs.")
     .version(pkg.version, '-V, --version')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -122,7 +122,7 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
   program.addCommand(addOptions(tokenCmd, clientOptions));
 
   const statusCmd = new Command('status')
-    .description('show the daemon\'s state, human readable (exit 1 unless ready)')
+    .description("show the daemon's state, human readable (exit 1 unless ready)")
     .option('--json', 'print GET /state as JSON')
     .action(clientAction(async (opts: RawOptions & { json?: boolean }) => printStatus(await client(opts), opts.json === true)));
   program.addCommand(addOptions(statusCmd, clientOptions));
@@ -167,12 +167,21 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
       }
       try {
         const { runLogin } = await import('./login-command.js');
-        setExit(await runLogin(config, { browser: opts.browser, timeoutMs: timeout * 1000, waitForApproval: opts.waitApproval, listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null }));
+        setExit(
+          await runLogin(config, {
+            browser: opts.browser,
+            timeoutMs: timeout * 1000,
+            waitForApproval: opts.waitApproval,
+            listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null,
+          }),
+        );
       } catch (err) {
         setExit(clientFailure(err));
       }
     });
-  program.addCommand(addOptions(addOptions(loginCmd, providerOptions), [...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey')]));
+  program.addCommand(
+    addOptions(addOptions(loginCmd, providerOptions), [...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey')]),
+  );
 
   const devCmd = new Command('dev')
     .description('zero-setup trial: a local OpenID provider, a login without a browser, and the daemon against it')
@@ -181,7 +190,11 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
     .option('--provider-port <port>', 'port of the local OpenID provider', '4243')
     .option('--token-ttl <seconds>', 'access token lifetime', '30')
     .action(async (opts: RawOptions & { fresh?: boolean; dir?: string; providerPort: string; tokenTtl: string }) => {
-      const [{ createLogger }, { StartError }, { devBanner, startDev }] = await Promise.all([import('../log.js'), import('./daemon.js'), import('../dev/dev.js')]);
+      const [{ createLogger }, { StartError }, { devBanner, startDev }] = await Promise.all([
+        import('../log.js'),
+        import('./daemon.js'),
+        import('../dev/dev.js'),
+      ]);
       const pretty = process.stderr.isTTY === true;
       const logLevel = opts.logLevel ?? process.env['TOKEND_LOG_LEVEL'] ?? 'info';
       const logging = createLogger(logLevel, pretty, 'tokend');
@@ -190,7 +203,14 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
       const ttl = Number(opts.tokenTtl);
       try {
         const session = await startDev(
-          { dir: opts.dir ?? null, fresh: opts.fresh === true, listen: opts.listen ?? null, providerPort: Number(opts.providerPort), accessTokenTtlSec: ttl, logLevel },
+          {
+            dir: opts.dir ?? null,
+            fresh: opts.fresh === true,
+            listen: opts.listen ?? null,
+            providerPort: Number(opts.providerPort),
+            accessTokenTtlSec: ttl,
+            logLevel,
+          },
           log,
         );
         process.stdout.write(devBanner(session, ttl));
@@ -208,7 +228,12 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
         setExit(clientFailure(err));
       }
     });
-  program.addCommand(addOptions(devCmd, [['listen', 'where the daemon listens (default 127.0.0.1:4242)'], ['logLevel', 'log level']]));
+  program.addCommand(
+    addOptions(devCmd, [
+      ['listen', 'where the daemon listens (default 127.0.0.1:4242)'],
+      ['logLevel', 'log level'],
+    ]),
+  );
 
   return program;
 }

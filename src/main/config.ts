@@ -102,7 +102,7 @@ export function parseListen(value: string): Listen | string {
   if (!m) return `"${value}" is not HOST:PORT or unix:/path`;
   const port = Number(m[3]);
   if (port > 65535) return `port ${port} is out of range`;
-  const host = (m[1] ?? m[2])!;
+  const host = m[1] ?? m[2];
   // A name would be resolved only at listen (and could change between starts): an address says where.
   if (host !== 'localhost' && isIP(host) === 0) return `"${host}" is not an IP address or localhost`;
   return { kind: 'tcp', host, port };
@@ -273,7 +273,8 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
 
   const allowedOrigins = list('allowedOrigins');
   for (const origin of allowedOrigins) {
-    if (!isOrigin(origin)) problems.push(`${label('allowedOrigins')}: "${origin}" is not an origin like https://app.example:8443 (scheme, host and port only; never null or *)`);
+    if (!isOrigin(origin))
+      problems.push(`${label('allowedOrigins')}: "${origin}" is not an origin like https://app.example:8443 (scheme, host and port only; never null or *)`);
   }
 
   const allowedUids: number[] = [];

@@ -80,15 +80,20 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
   const metrics = new Metrics();
   let hub: EventHub | null = null;
   let fatal: (e: ErrorData) => void = () => undefined;
-  const starting = OwnerHandle.start(ownerOptions(config, randomUUID()), logging, {
-    onSnapshot(snapshot, previous) {
-      metrics.setSnapshot(snapshot);
-      hub?.publish(snapshot, previous);
+  const starting = OwnerHandle.start(
+    ownerOptions(config, randomUUID()),
+    logging,
+    {
+      onSnapshot(snapshot, previous) {
+        metrics.setSnapshot(snapshot);
+        hub?.publish(snapshot, previous);
+      },
+      onEvent: (event) => metrics.record(event),
+      onRestart: () => metrics.workerRestarted(),
+      onFatal: (e) => fatal(e),
     },
-    onEvent: (event) => metrics.record(event),
-    onRestart: () => metrics.workerRestarted(),
-    onFatal: (e) => fatal(e),
-  }, thread);
+    thread,
+  );
   const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
   // Until the owner has answered, requests wait for it (/healthz and /readyz answer at once).
   let owner: OwnerHandle | null = null;
@@ -167,7 +172,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
       log.info({ reason }, 'shutting down');
       draining = true;
       trimmer.stop();
-      hub!.closeAll();
+      hub.closeAll();
       const closed = closeServer(server, 2_000);
       // A refresh in flight is waited for up to its own deadline at least: a stop request never abandons a
       // provider that may still answer with a rotation. Past that, the owner abandons it and closes.
@@ -317,7 +322,8 @@ function socketDirProblem(dir: string): string | null {
   const st = statOrNull(dir);
   if (!st) return null; // listen() says it is missing
   const uid = process.getuid?.() ?? 0;
-  if (st.uid !== uid && st.uid !== 0) return `the socket's directory ${dir} is owned by uid ${st.uid}: another user could replace the socket; use a directory of your own`;
+  if (st.uid !== uid && st.uid !== 0)
+    return `the socket's directory ${dir} is owned by uid ${st.uid}: another user could replace the socket; use a directory of your own`;
   if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
     return `the socket's directory ${dir} is writable by other users without the sticky bit: they could replace the socket; use a directory of your own (or chmod +t)`;
   }

@@ -36,7 +36,7 @@ export interface IdleTrimOptions {
 }
 
 export interface IdleTrimmer {
-  stop(): void;
+  readonly stop: () => void;
 }
 
 export function trimWhenIdle(opts: IdleTrimOptions): IdleTrimmer {
@@ -91,7 +91,7 @@ export function trimWhenIdle(opts: IdleTrimOptions): IdleTrimmer {
  * The process's resident set size, NaN when it cannot be read: Node reads it
  * from /proc/self/stat and throws EMFILE when no descriptor is free.
  */
-export function residentSetSize(read: () => number = process.memoryUsage.rss): number {
+export function residentSetSize(read: () => number = () => process.memoryUsage.rss()): number {
   try {
     return read();
   } catch {

@@ -108,7 +108,10 @@ export function readCallback(query: URLSearchParams, expectedState: string): str
     throw new TokendError('login_failed', `authorization failed: ${error}${description ? `: ${description}` : ''}${hint}`);
   }
   if (query.get('state') !== expectedState) {
-    throw new TokendError('login_failed', 'authorization failed: the callback\'s state does not match this login (a stale or forged callback); start the login again');
+    throw new TokendError(
+      'login_failed',
+      "authorization failed: the callback's state does not match this login (a stale or forged callback); start the login again",
+    );
   }
   const code = query.get('code');
   if (!code) throw new TokendError('login_failed', 'authorization failed: the callback has no code');
@@ -127,7 +130,8 @@ export interface CallbackServer {
 /** Listen on the redirect URI's host and port for exactly one callback. */
 export async function listenForCallback(redirectUri: string, expectedState: string): Promise<CallbackServer> {
   const target = new URL(redirectUri);
-  if (target.protocol !== 'http:') throw new TokendError('config_invalid', `redirect URI ${redirectUri} must be http:// on this machine to be received by tokend`);
+  if (target.protocol !== 'http:')
+    throw new TokendError('config_invalid', `redirect URI ${redirectUri} must be http:// on this machine to be received by tokend`);
   let settle!: { resolve: (code: string) => void; reject: (err: Error) => void };
   const code = new Promise<string>((resolve, reject) => (settle = { resolve, reject }));
   code.catch(() => undefined);
@@ -141,10 +145,14 @@ export async function listenForCallback(redirectUri: string, expectedState: stri
     done = true;
     try {
       const c = readCallback(url.searchParams, expectedState);
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', connection: 'close' }).end(page('tokend: authorized', 'You can close this window and return to the terminal.'));
+      res
+        .writeHead(200, { 'content-type': 'text/html; charset=utf-8', connection: 'close' })
+        .end(page('tokend: authorized', 'You can close this window and return to the terminal.'));
       settle.resolve(c);
     } catch (err) {
-      res.writeHead(400, { 'content-type': 'text/html; charset=utf-8', connection: 'close' }).end(page('tokend: authorization failed', (err as Error).message.replace(/[<>&]/g, '')));
+      res
+        .writeHead(400, { 'content-type': 'text/html; charset=utf-8', connection: 'close' })
+        .end(page('tokend: authorization failed', (err as Error).message.replace(/[<>&]/g, '')));
       settle.reject(err as Error);
     }
   });

@@ -35,7 +35,10 @@ export interface StopControl {
  */
 export function guardSignals(logging: Promise<Logger>, exit: (code: number) => never): { attach(control: StopControl): void } {
   let log: Logger | null = null;
-  logging.then((l) => (log = l), () => undefined);
+  logging.then(
+    (l) => (log = l),
+    () => undefined,
+  );
   const note = (fields: Record<string, unknown>, msg: string): void => {
     if (log) log.warn(fields, msg);
     else say(`${msg} (${Object.values(fields).join(', ')})`);

@@ -49,7 +49,10 @@ export class StateLock {
       this.#release = await lockfile.lock(this.#file, options);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ELOCKED') throw new TokendError('persist_failed', `cannot lock state file ${this.#file}: cannot create ${this.#file}.lock (${code ?? (err as Error).message})`, { cause: err });
+      if (code !== 'ELOCKED')
+        throw new TokendError('persist_failed', `cannot lock state file ${this.#file}: cannot create ${this.#file}.lock (${code ?? (err as Error).message})`, {
+          cause: err,
+        });
       const record = readOwnerRecord(this.#file);
       if (!this.#mayTakeOver(record, owner)) {
         const who = record ? describeOwner(record) : 'another process (no owner record)';

@@ -10,11 +10,11 @@ import type { Log } from '../log.js';
 const rank: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
 
 export function forwardingLog(level: string, emit: (event: OwnerEvent) => void): Log {
-  const threshold = rank[level] ?? rank['info']!;
+  const threshold = rank[level] ?? rank['info'];
   const at =
     (name: OwnerLogLevel) =>
     (first: object | string, msg?: string): void => {
-      if (rank[name]! < threshold) return;
+      if (rank[name] < threshold) return;
       const fields = typeof first === 'string' ? {} : { ...(first as Record<string, unknown>) };
       const text = typeof first === 'string' ? first : msg;
       try {

@@ -88,7 +88,8 @@ function jsonObject(text: string): Record<string, unknown> | null {
 /** How a value that is not usable is named in a warning: never the value itself unless it is a number. */
 function describe(value: unknown): string {
   if (typeof value === 'number') return String(value);
-  if (typeof value === 'string') return /^\d{1,20}$/.test(value) ? `"${value}"` : /^\d+$/.test(value) ? 'a string of over 20 digits' : 'a string that is not decimal digits';
+  if (typeof value === 'string')
+    return /^\d{1,20}$/.test(value) ? `"${value}"` : /^\d+$/.test(value) ? 'a string of over 20 digits' : 'a string that is not decimal digits';
   if (value === null) return 'null';
   return Array.isArray(value) ? 'a list' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
@@ -102,7 +103,8 @@ export function boundLifetime(value: unknown): { sec: number; warning: string | 
   const { defaultSec, minSec, maxSec } = LIFETIME;
   if (value === undefined) return { sec: defaultSec, warning: `the provider gave no expires_in: assuming ${defaultSec} s` };
   const n = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : Number.NaN;
-  if (Number.isNaN(n) || n <= 0) return { sec: defaultSec, warning: `expires_in ${describe(value)} is not a positive number of seconds: assuming ${defaultSec} s` };
+  if (Number.isNaN(n) || n <= 0)
+    return { sec: defaultSec, warning: `expires_in ${describe(value)} is not a positive number of seconds: assuming ${defaultSec} s` };
   if (n < minSec) return { sec: minSec, warning: `expires_in ${describe(value)} is below the floor of ${minSec} s: using ${minSec} s` };
   if (n > maxSec) return { sec: maxSec, warning: `expires_in ${describe(value)} is above the ceiling of 10 years: using ${maxSec} s` };
   return { sec: Math.round(n), warning: null };
@@ -115,7 +117,13 @@ export function boundLifetime(value: unknown): { sec: number; warning: string | 
  * valid refresh token hands it on (`rotatedRefreshToken`), since the provider
  * may have spent the one redeemed.
  */
-export function parseTokenResponse(status: number, retryAfter: string | string[] | undefined, text: string, nowMs: number, sent: SentRequest = NOTHING_SENT): TokenResponse {
+export function parseTokenResponse(
+  status: number,
+  retryAfter: string | string[] | undefined,
+  text: string,
+  nowMs: number,
+  sent: SentRequest = NOTHING_SENT,
+): TokenResponse {
   const body = jsonObject(text);
   // Some providers (GitHub) answer an OAuth error with 200: without an access token, it is the error it says.
   const errorIn200 = body !== null && body['access_token'] === undefined && str(body['error']) !== null;
@@ -125,7 +133,13 @@ export function parseTokenResponse(status: number, retryAfter: string | string[]
   // A refresh token in a 2xx answer may be the only live one (the provider may have spent the one redeemed):
   // whatever its characters, it is kept. Only a value that is not a string at all, or absurdly long, is refused.
   if (refresh !== undefined && refresh !== null && refresh !== '' && !(typeof refresh === 'string' && refresh.length <= MAX_TOKEN_CHARS)) {
-    return fail('bad_response', `provider answered ${status} with a refresh_token that is not a string (or is over ${MAX_TOKEN_CHARS} characters)`, status, null, null);
+    return fail(
+      'bad_response',
+      `provider answered ${status} with a refresh_token that is not a string (or is over ${MAX_TOKEN_CHARS} characters)`,
+      status,
+      null,
+      null,
+    );
   }
   const refreshToken = str(refresh);
   const rotated = refreshToken !== null && refreshToken !== sent.redeemed ? refreshToken : null;
@@ -141,7 +155,8 @@ export function parseTokenResponse(status: number, retryAfter: string | string[]
     return refuse(`with token_type ${named ?? describe(type)}, not Bearer`);
   }
   const warnings: string[] = [];
-  if (refreshToken !== null && !REFRESH_TOKEN.test(refreshToken)) warnings.push('the refresh_token has characters outside RFC 6749 (visible ASCII and space): kept all the same');
+  if (refreshToken !== null && !REFRESH_TOKEN.test(refreshToken))
+    warnings.push('the refresh_token has characters outside RFC 6749 (visible ASCII and space): kept all the same');
   const lifetime = boundLifetime(body['expires_in']);
   if (lifetime.warning) warnings.push(lifetime.warning);
   const own = [...sent.secrets, access, ...(refreshToken ? [refreshToken] : [])];
@@ -157,7 +172,13 @@ export function parseTokenResponse(status: number, retryAfter: string | string[]
 }
 
 /** A non-2xx answer as a failure, in the provider's words, scrubbed. */
-function failWithProviderWords(status: number, retryAfter: string | string[] | undefined, body: Record<string, unknown> | null, nowMs: number, sent: SentRequest): never {
+function failWithProviderWords(
+  status: number,
+  retryAfter: string | string[] | undefined,
+  body: Record<string, unknown> | null,
+  nowMs: number,
+  sent: SentRequest,
+): never {
   const rawError = str(body?.['error']) ?? str(body?.['code']);
   const error = scrubCode(rawError, sent.secrets);
   const rawDescription = str(body?.['error_description']) ?? str(body?.['message']);
@@ -168,7 +189,13 @@ function failWithProviderWords(status: number, retryAfter: string | string[] | u
   }
   const retryAfterMs = parseRetryAfter(retryAfter, nowMs);
   if (status >= 300 && status < 400) {
-    return fail('rejected', `provider answered ${status}, a redirect: tokend does not follow redirects for token requests (configure the URL it points to)`, status, error, null);
+    return fail(
+      'rejected',
+      `provider answered ${status}, a redirect: tokend does not follow redirects for token requests (configure the URL it points to)`,
+      status,
+      error,
+      null,
+    );
   }
   if (TRANSIENT_STATUS.has(status)) return fail('transient', `provider answered ${status} (${words})`, status, error, retryAfterMs);
   return fail('rejected', `provider rejected the request with ${status} (${words})`, status, error, retryAfterMs);
@@ -197,7 +224,14 @@ function readAccount(body: Record<string, unknown>, secrets: readonly string[], 
   return account;
 }
 
-function fail(kind: FailureKind, message: string, status: number | null, error: string | null, retryAfterMs: number | null, rotated: string | null = null): never {
+function fail(
+  kind: FailureKind,
+  message: string,
+  status: number | null,
+  error: string | null,
+  retryAfterMs: number | null,
+  rotated: string | null = null,
+): never {
   throw new UpstreamFailure(kind, message, status, error, retryAfterMs, rotated);
 }
 
@@ -256,7 +290,14 @@ async function exchange(what: string, url: string, options: Outgoing, totalMs: n
     return { status: res.statusCode, headers, text: await readBody(res.body, headers) };
   } catch (err) {
     if (signal?.aborted) throw new UpstreamFailure('transient', `${what} was abandoned before its answer was read (shutting down)`, null, 'aborted', null);
-    if (err instanceof BodyTooLarge) throw new UpstreamFailure('transient', `${what} failed: the answer was over ${MAX_BODY_BYTES / 1024 / 1024} MiB and was not read`, null, 'answer_too_large', null);
+    if (err instanceof BodyTooLarge)
+      throw new UpstreamFailure(
+        'transient',
+        `${what} failed: the answer was over ${MAX_BODY_BYTES / 1024 / 1024} MiB and was not read`,
+        null,
+        'answer_too_large',
+        null,
+      );
     if (err instanceof BodyUndecodable) throw new UpstreamFailure('transient', `${what} failed: ${err.message}`, null, 'answer_undecodable', null);
     const code = networkErrorCode(err);
     const how = /TIMEOUT|TimeoutError/.test(code) ? `timed out (${code})` : code;
@@ -285,7 +326,13 @@ export async function discover(issuer: string, timeouts: UpstreamTimeouts, dispa
   const where = `discovery at ${safeUrl(url)}`;
   const insecure = insecureEndpoint(issuer);
   if (insecure) throw new UpstreamFailure('rejected', `${where} refused: the issuer ${insecure}`, null, 'insecure_endpoint', null);
-  const { status, text } = await exchange(where, url, { headers: { accept: 'application/json' }, ...(dispatcher ? { dispatcher } : {}) }, timeouts.totalMs, signal);
+  const { status, text } = await exchange(
+    where,
+    url,
+    { headers: { accept: 'application/json' }, ...(dispatcher ? { dispatcher } : {}) },
+    timeouts.totalMs,
+    signal,
+  );
   const doc = jsonObject(text) ?? {};
   const auth = str(doc['authorization_endpoint']);
   const token = str(doc['token_endpoint']);
@@ -297,7 +344,10 @@ export async function discover(issuer: string, timeouts: UpstreamTimeouts, dispa
   if (named !== null && named.replace(/\/+$/, '') !== issuer.replace(/\/+$/, '')) {
     throw new UpstreamFailure('rejected', `${where} names another issuer (${safeUrl(named)}): refused`, status, 'issuer_mismatch', null);
   }
-  for (const [name, endpoint] of [['authorization_endpoint', auth], ['token_endpoint', token]] as const) {
+  for (const [name, endpoint] of [
+    ['authorization_endpoint', auth],
+    ['token_endpoint', token],
+  ] as const) {
     const why = insecureEndpoint(endpoint);
     if (why) throw new UpstreamFailure('rejected', `${where}: its ${name} ${safeUrl(endpoint)} ${why}: refused`, status, 'insecure_endpoint', null);
   }
@@ -410,7 +460,12 @@ export type ApprovalState = 'approved' | 'pending' | 'unknown';
 export async function monzoApproval(apiBase: string, accessToken: string): Promise<ApprovalState> {
   const url = `${apiBase.replace(/\/+$/, '')}/accounts`;
   try {
-    const res = await exchange(`approval check at ${safeUrl(url)}`, url, { headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } }, 10_000);
+    const res = await exchange(
+      `approval check at ${safeUrl(url)}`,
+      url,
+      { headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } },
+      10_000,
+    );
     if (res.status === 200) return 'approved';
     if (res.status === 403 && res.text.includes('insufficient_permissions')) return 'pending';
     return 'unknown';

@@ -187,7 +187,8 @@ export class Owner {
    */
   hurry(): void {
     if (this.#abandon.signal.aborted) return;
-    if (this.#refresher.view().inFlight) this.#log.warn('stop requested again: abandoning the token request in flight (an answer already received is still written)');
+    if (this.#refresher.view().inFlight)
+      this.#log.warn('stop requested again: abandoning the token request in flight (an answer already received is still written)');
     this.#abandon.abort();
   }
 
@@ -245,7 +246,10 @@ export class Owner {
     try {
       // The intent is on disk before the provider hears of the token: a crash
       // after this point is diagnosed at the next start, never silent.
-      await this.#commit((cur) => ({ ...cur, intent: { refreshFingerprint: fp, startedAtMs: cur.intent?.refreshFingerprint === fp ? cur.intent.startedAtMs : started } }));
+      await this.#commit((cur) => ({
+        ...cur,
+        intent: { refreshFingerprint: fp, startedAtMs: cur.intent?.refreshFingerprint === fp ? cur.intent.startedAtMs : started },
+      }));
     } catch (e) {
       this.#emit({ type: 'refresh', outcome: 'skipped', seconds: 0 });
       return toResult(e);
@@ -332,7 +336,10 @@ export class Owner {
       // Tried once per refusal: when it is refused too, `redeemed` is the replaced one and this is skipped.
       const replaced = this.#state?.tokens?.replacedRefreshToken ?? null;
       if (replaced !== null && replaced !== redeemed && this.#state?.tokens?.refreshToken === redeemed) {
-        this.#log.warn({ refreshFingerprint: fp, replacedFingerprint: fingerprint(replaced) }, 'the provider refused the refresh token: trying the one it replaced');
+        this.#log.warn(
+          { refreshFingerprint: fp, replacedFingerprint: fingerprint(replaced) },
+          'the provider refused the refresh token: trying the one it replaced',
+        );
         return this.#redeemToken(replaced);
       }
       const lost = this.#uncertain?.fingerprint === fp ? this.#uncertain : null;

@@ -16,7 +16,8 @@ const CODE = /^[A-Za-z0-9._-]{1,64}$/;
 const RUN = /[A-Za-z0-9._~+/=%-]+/g;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** C0 and C1 controls, DEL, line and paragraph separators, bidirectional overrides and marks, lone surrogates. */
-const CONTROL = /(?:[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff])+/g;
+const CONTROL =
+  /(?:[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff])+/g;
 
 /**
  * The forms a secret takes on the wire: as is, percent-encoded, form-encoded.

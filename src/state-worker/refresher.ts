@@ -158,7 +158,8 @@ export class Refresher {
     if (!t) return null;
     const key = `${t.accessToken === '' ? '' : t.obtainedAtMs}:${t.expiresAtMs}`;
     // Jitter is drawn once per token, so the schedule does not wander between wake-ups.
-    if (this.#due?.key !== key) this.#due = { key, atMs: refreshDueAt(t.accessToken === '' ? null : t.obtainedAtMs, t.accessToken === '' ? null : t.expiresAtMs) };
+    if (this.#due?.key !== key)
+      this.#due = { key, atMs: refreshDueAt(t.accessToken === '' ? null : t.obtainedAtMs, t.accessToken === '' ? null : t.expiresAtMs) };
     return this.#due.atMs;
   }
 

@@ -60,12 +60,7 @@ export const defaultBackoff: BackoffPolicy = { baseMs: 1_000, maxMs: 5 * MINUTE,
  * with "equal jitter" (half fixed, half random) so it never collapses to 0.
  * Retry-After is authoritative when given: never retry sooner than it says.
  */
-export function backoffDelay(
-  attempt: number,
-  retryAfterMs: number | null,
-  random: () => number = Math.random,
-  policy: BackoffPolicy = defaultBackoff,
-): number {
+export function backoffDelay(attempt: number, retryAfterMs: number | null, random: () => number = Math.random, policy: BackoffPolicy = defaultBackoff): number {
   const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
   const jittered = exp / 2 + (random() * exp) / 2;
   if (retryAfterMs !== null) return Math.min(policy.maxRetryAfterMs, Math.max(retryAfterMs, 0));

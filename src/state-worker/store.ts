@@ -155,7 +155,10 @@ export class StateStore {
       this.#foreign = foreignKeys(parseStateObject(text.within(this.#path), this.#path));
     } catch (err) {
       const aside = await this.#moveAside();
-      this.#log.warn({ movedAsideTo: aside, reason: (err as Error).message }, 'state file was changed into something that is not a state file: moved aside, writing the current state');
+      this.#log.warn(
+        { movedAsideTo: aside, reason: (err as Error).message },
+        'state file was changed into something that is not a state file: moved aside, writing the current state',
+      );
     }
   }
 
@@ -225,7 +228,8 @@ async function realFile(path: string): Promise<string> {
     }
   }
   const link = await lstat(path).catch(() => null);
-  if (link?.isSymbolicLink()) throw unsafe(`state file ${path} is a symbolic link to a file that does not exist; create the target or point TOKEND_STATE_FILE at it`);
+  if (link?.isSymbolicLink())
+    throw unsafe(`state file ${path} is a symbolic link to a file that does not exist; create the target or point TOKEND_STATE_FILE at it`);
   return join(await realpath(dirname(path)), basename(path));
 }
 
@@ -247,7 +251,11 @@ class FileText {
 
   /** The text, or `state_corrupt` for a file over the cap. */
   within(path: string): string {
-    if (this.text === null) throw new TokendError('state_corrupt', `state file ${path} is larger than ${MAX_STATE_BYTES / 1024 / 1024} MiB: not a state file (or another tool stored too much in it)`);
+    if (this.text === null)
+      throw new TokendError(
+        'state_corrupt',
+        `state file ${path} is larger than ${MAX_STATE_BYTES / 1024 / 1024} MiB: not a state file (or another tool stored too much in it)`,
+      );
     return this.text;
   }
 }

@@ -68,21 +68,24 @@ export async function readBody(body: Readable, headers: Headers, limit = MAX_BOD
     discard(body);
     throw new BodyTooLarge(limit);
   }
-  if (codings.length > 1 || (codings.length === 1 && !decoders[codings[0]!])) {
+  if (codings.length > 1 || (codings.length === 1 && !decoders[codings[0]])) {
     discard(body);
     throw new BodyUndecodable(`the answer is in a content coding tokend does not decode (${codings.join(', ').slice(0, 40)})`);
   }
   const stages: Array<Readable | Transform> = [body, counter(limit)];
-  if (codings.length === 1) stages.push(decoders[codings[0]!]!(), counter(limit));
+  if (codings.length === 1) stages.push(decoders[codings[0]](), counter(limit));
   const out = (pipeline as (...streams: Array<Readable | Transform | ((err: Error | null) => void)>) => Readable)(...stages, () => undefined);
   const chunks: Buffer[] = [];
   try {
     for await (const chunk of out) chunks.push(chunk as Buffer);
   } catch (err) {
     // zlib's codes are Z_*, brotli's ERR__*; undici's are UND_ERR_*, the system's E*.
-    if (codings.length === 1 && /^(Z_|ERR__)/.test(String((err as { code?: unknown }).code))) throw new BodyUndecodable(`the ${codings[0]} answer did not decode`);
+    if (codings.length === 1 && /^(Z_|ERR__)/.test(String((err as { code?: unknown }).code)))
+      throw new BodyUndecodable(`the ${codings[0]} answer did not decode`);
     throw err;
   }
   // RFC 8259: JSON is UTF-8; a byte-order mark is tolerated, not required.
-  return Buffer.concat(chunks).toString('utf8').replace(/^\ufeff/, '');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/^\ufeff/, '');
 }

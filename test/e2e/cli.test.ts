@@ -45,7 +45,10 @@ describe('client commands', () => {
   });
 
   it('tokend token --exec runs a command with the token in the environment and returns its exit code', async () => {
-    const r = await runCli(['token', '--exec', '--', process.execPath, '-e', 'process.exit(process.env.TOKEND_ACCESS_TOKEN === process.argv[1] ? 7 : 1)', stub.live!.access_token], viaRecord());
+    const r = await runCli(
+      ['token', '--exec', '--', process.execPath, '-e', 'process.exit(process.env.TOKEND_ACCESS_TOKEN === process.argv[1] ? 7 : 1)', stub.live!.access_token],
+      viaRecord(),
+    );
     assert.equal(r.result.code, 7, r.stderr);
   });
 

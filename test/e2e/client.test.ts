@@ -90,15 +90,24 @@ describe('client library', () => {
         return new Proc(['--import', 'tsx', READER, mode, mode === 'http' ? d.address : d.stateFile, '5000'], {}, { command: process.execPath });
       });
       await Promise.all(readers.map((r) => r.exited));
-      const reports = readers.map((r) => JSON.parse(r.stdout) as { mode: string; reads: number; torn: number; stale: number; errors: number; distinct: number });
-      const total = (mode: string, key: 'reads' | 'torn' | 'stale' | 'errors'): number => reports.filter((r) => r.mode === mode).reduce((a, r) => a + r[key], 0);
+      const reports = readers.map(
+        (r) => JSON.parse(r.stdout) as { mode: string; reads: number; torn: number; stale: number; errors: number; distinct: number },
+      );
+      const total = (mode: string, key: 'reads' | 'torn' | 'stale' | 'errors'): number =>
+        reports.filter((r) => r.mode === mode).reduce((a, r) => a + r[key], 0);
       assert.ok(suite.stub.calls.length - refreshes >= 4, `the token refreshed during the run (${suite.stub.calls.length - refreshes} times)`);
       assert.equal(total('file', 'torn'), 0);
       assert.equal(total('file', 'stale'), 0);
       assert.equal(total('http', 'stale'), 0);
       assert.equal(total('http', 'errors'), 0);
-      assert.ok(reports.every((r) => r.reads >= 20), JSON.stringify(reports));
-      assert.ok(reports.every((r) => r.distinct >= 3), 'every reader saw the token change');
+      assert.ok(
+        reports.every((r) => r.reads >= 20),
+        JSON.stringify(reports),
+      );
+      assert.ok(
+        reports.every((r) => r.distinct >= 3),
+        'every reader saw the token change',
+      );
       t.diagnostic(`http reads=${total('http', 'reads')} file reads=${total('file', 'reads')} refreshes=${suite.stub.calls.length - refreshes}`);
       await finish(d);
     } finally {
@@ -120,7 +129,7 @@ describe('metrics', () => {
       if (line === '' || line.startsWith('#')) continue;
       const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|[Nn]a[Nn]|[+-]Inf)$/.exec(line);
       assert.ok(m, `not a Prometheus sample line: ${line}`);
-      samples.set(m[1]!, Number(m[2]));
+      samples.set(m[1], Number(m[2]));
     }
     assert.equal(samples.get('tokend_refresh_total{outcome="success"}'), 1);
     assert.ok(samples.get('tokend_token_expires_in_seconds')! > 3500);

@@ -141,14 +141,20 @@ describe('the lock', () => {
   });
 });
 
-const canDropPrivileges = process.getuid?.() === 0 && (() => {
-  try {
-    execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), '-e', `require('fs').accessSync(${JSON.stringify(CLI)})`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const canDropPrivileges =
+  process.getuid?.() === 0 &&
+  (() => {
+    try {
+      execFileSync(
+        'setpriv',
+        ['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), '-e', `require('fs').accessSync(${JSON.stringify(CLI)})`],
+        { stdio: 'ignore' },
+      );
+      return true;
+    } catch {
+      return false;
+    }
+  })();
 
 describe('permissions', { skip: canDropPrivileges ? false : 'needs root to run the daemon as an unprivileged user' }, () => {
   /** A state directory owned by `nobody`, and a daemon running as `nobody` (root would ignore the modes). */
@@ -157,7 +163,11 @@ describe('permissions', { skip: canDropPrivileges ? false : 'needs root to run t
     const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     chownSync(dir, 65534, 65534);
     chownSync(stateFile, 65534, 65534);
-    const d = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_WAKE_INTERVAL_MS: '100' }, { command: 'setpriv' });
+    const d = new Proc(
+      ['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), CLI, 'serve'],
+      { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_WAKE_INTERVAL_MS: '100' },
+      { command: 'setpriv' },
+    );
     const serving = await d.waitForLog('tokend serving');
     return { d, dir, stateFile, address: String(serving['listen']) };
   }
@@ -184,7 +194,11 @@ describe('permissions', { skip: canDropPrivileges ? false : 'needs root to run t
     const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     chownSync(dir, 65534, 65534);
     const before = readFileSync(stateFile, 'utf8');
-    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
+    const p = new Proc(
+      ['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), CLI, 'serve'],
+      { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' },
+      { command: 'setpriv' },
+    );
     const exit = await p.exited;
     assert.equal(exit.code, 1, p.output);
     assert.match(p.stderr, /cannot read state file .*tokens\.json: .*EACCES/);

@@ -143,20 +143,24 @@ setTimeout(() => process.exit(3), 20000);
     ['GET /healthz from another user', 65534, '/healthz'],
   ];
   for (const [name, uid, path] of cases) {
-    it(`${name}: the connection is cut off, the daemon stays small and keeps answering`, { skip: uid !== 0 && !asRoot && 'needs root to act as another user' }, async () => {
-      const { d } = await suite.start();
-      const i = d.address.lastIndexOf(':');
-      const flood = spawn(nodeForOtherUsers(), ['-e', FLOOD, JSON.stringify([d.address.slice(0, i), Number(d.address.slice(i + 1)), path])], {
-        ...(uid === 0 ? {} : { uid, gid: uid }),
-        stdio: 'ignore',
-      });
-      const code = await new Promise<number | null>((resolve) => flood.once('exit', resolve));
-      assert.equal(code, 0, 'the daemon closed the flooding connection (exit 3: still open after 20 s)');
-      assert.equal((await d.request('GET', '/healthz')).status, 200);
-      const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, 'utf8'))?.[1]);
-      assert.ok(rssKb < 300 * 1024, `RSS ${rssKb} kB after the flood`);
-      await suite.finish(d);
-    });
+    it(
+      `${name}: the connection is cut off, the daemon stays small and keeps answering`,
+      { skip: uid !== 0 && !asRoot && 'needs root to act as another user' },
+      async () => {
+        const { d } = await suite.start();
+        const i = d.address.lastIndexOf(':');
+        const flood = spawn(nodeForOtherUsers(), ['-e', FLOOD, JSON.stringify([d.address.slice(0, i), Number(d.address.slice(i + 1)), path])], {
+          ...(uid === 0 ? {} : { uid, gid: uid }),
+          stdio: 'ignore',
+        });
+        const code = await new Promise<number | null>((resolve) => flood.once('exit', resolve));
+        assert.equal(code, 0, 'the daemon closed the flooding connection (exit 3: still open after 20 s)');
+        assert.equal((await d.request('GET', '/healthz')).status, 200);
+        const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, 'utf8'))?.[1]);
+        assert.ok(rssKb < 300 * 1024, `RSS ${rssKb} kB after the flood`);
+        await suite.finish(d);
+      },
+    );
   }
 });
 
@@ -379,8 +383,16 @@ describe('requests no client should send', () => {
 describe('configuration refused before anything starts', () => {
   for (const [what, env, pattern] of [
     // With an API key, a non-loopback name passes the loopback rule: it must still be refused here, not at listen.
-    ['an unresolvable listen host', { TOKEND_LISTEN: 'no-such-host.invalid:4242', TOKEND_API_KEY: 'k'.repeat(24) }, /^tokend: TOKEND_LISTEN \(--listen\): "no-such-host\.invalid" is not an IP address or localhost\n$/],
-    ['an API key of spaces', { TOKEND_API_KEY: ' '.repeat(24) }, /^tokend: TOKEND_API_KEY \(--api-key\): must be at least 16 visible ASCII characters, without spaces\n$/],
+    [
+      'an unresolvable listen host',
+      { TOKEND_LISTEN: 'no-such-host.invalid:4242', TOKEND_API_KEY: 'k'.repeat(24) },
+      /^tokend: TOKEND_LISTEN \(--listen\): "no-such-host\.invalid" is not an IP address or localhost\n$/,
+    ],
+    [
+      'an API key of spaces',
+      { TOKEND_API_KEY: ' '.repeat(24) },
+      /^tokend: TOKEND_API_KEY \(--api-key\): must be at least 16 visible ASCII characters, without spaces\n$/,
+    ],
     ['a timeout in hex', { TOKEND_UPSTREAM_TIMEOUT_MS: '0x3e8' }, /^tokend: TOKEND_UPSTREAM_TIMEOUT_MS \(--upstream-timeout\): must be an integer/],
   ] as const) {
     it(`${what}: one line, exit 2`, async () => {

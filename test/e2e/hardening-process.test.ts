@@ -154,7 +154,14 @@ describe('the unix socket', () => {
       const r = keep(await runCli(['serve'], unixEnv(stateFile, path)));
       assert.equal(r.result.code, 1, r.output);
       assert.match(r.stderr, /is in use: another process answers on it/);
-      assert.equal(r.stderr.trim().split('\n').filter((l) => !l.startsWith('{')).length, 1, 'one line');
+      assert.equal(
+        r.stderr
+          .trim()
+          .split('\n')
+          .filter((l) => !l.startsWith('{')).length,
+        1,
+        'one line',
+      );
       assert.ok(existsSync(path));
       await new Promise<void>((resolve, reject) => connect(path).once('connect', resolve).once('error', reject));
     } finally {
@@ -196,7 +203,11 @@ describe('listen addresses that cannot work', () => {
     const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
     chownSync(dir, 65534, 65534);
     chownSync(stateFile, 65534, 65534);
-    const p = new Proc(['-u', 'nobody', '--', nodeForOtherUsers(), CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:1' }, { command: 'runuser' });
+    const p = new Proc(
+      ['-u', 'nobody', '--', nodeForOtherUsers(), CLI, 'serve'],
+      { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:1' },
+      { command: 'runuser' },
+    );
     const exit = await p.exited;
     keep(p);
     assert.equal(exit.code, 2, p.output);
@@ -233,14 +244,16 @@ describe('an owner record another user could have written', () => {
 
   function plantRecord(dir: string, port: number): string {
     const stateFile = join(dir, 'tokens.json');
-    writeFileSync(`${stateFile}.owner.json`, JSON.stringify({ pid: process.pid, host: hostname(), instance: 'x', listen: `127.0.0.1:${port}`, startedAt: new Date().toISOString() }));
+    writeFileSync(
+      `${stateFile}.owner.json`,
+      JSON.stringify({ pid: process.pid, host: hostname(), instance: 'x', listen: `127.0.0.1:${port}`, startedAt: new Date().toISOString() }),
+    );
     return stateFile;
   }
 
   const apiKey = 'api-key-that-must-stay-home';
   // Nothing of ours listens at the default address in these tests: point it at a closed port.
-  const run = async (stateFile: string) =>
-    keep(await runCli(['token'], { TOKEND_STATE_FILE: stateFile, TOKEND_API_KEY: apiKey }));
+  const run = async (stateFile: string) => keep(await runCli(['token'], { TOKEND_STATE_FILE: stateFile, TOKEND_API_KEY: apiKey }));
 
   it('in a directory writable by every user: `tokend token` ignores it, says why, and the listener never receives the API key', async () => {
     const fake = await impostor();
@@ -324,7 +337,13 @@ server.listen(...(where.startsWith('unix:') ? [where.slice(5)] : [Number(where.s
       assert.equal(token.result.code, 1, token.output);
       assert.match(token.stderr, /^tokend: the listener on 127\.0\.0\.1:\d+ belongs to uid 65534, not to you or root/m);
       assert.ok(!token.stdout.includes('forged-token'));
-      const set = keep(await runCli(['set', '--stdin'], { TOKEND_LISTEN: where, TOKEND_API_KEY: apiKey }, JSON.stringify({ access_token: 'acc_mine', refresh_token: 'ref_mine_never_shared' })));
+      const set = keep(
+        await runCli(
+          ['set', '--stdin'],
+          { TOKEND_LISTEN: where, TOKEND_API_KEY: apiKey },
+          JSON.stringify({ access_token: 'acc_mine', refresh_token: 'ref_mine_never_shared' }),
+        ),
+      );
       assert.equal(set.result.code, 1, set.output);
       assert.equal(fake.seen(), '', 'the squatter received a request');
     } finally {
@@ -445,7 +464,7 @@ describe('tokend set --stdin', () => {
       assert.equal(stdout, '');
       const lines = stderr.trim().split('\n');
       assert.equal(lines.length, 1, stderr);
-      assert.match(lines[0]!, message);
+      assert.match(lines[0], message);
     });
   }
 });
@@ -487,8 +506,8 @@ describe('the owner thread dies of something', () => {
     assert.equal(exit.code, 1, d.output);
     const fatal = d.stderr.split('\n').filter((l) => l.includes('"level":60'));
     assert.equal(fatal.length, 1, d.output);
-    assert.match(fatal[0]!, /test hook: owner thread crashed \(loop\)/);
-    assert.doesNotMatch(fatal[0]!, /it is being restarted/);
+    assert.match(fatal[0], /test hook: owner thread crashed \(loop\)/);
+    assert.doesNotMatch(fatal[0], /it is being restarted/);
     assert.ok(existsSync(stateFile));
   });
 });

@@ -41,7 +41,10 @@ describe('refresh tokens are never dropped', () => {
   it('POST /set-tokens without refresh_token keeps the current one, which still refreshes', async () => {
     const { d, stateFile } = await suite.start();
     const before = fileOf(stateFile);
-    const set = await d.request('POST', '/set-tokens', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ access_token: 'acc_by_hand_0001' }) });
+    const set = await d.request('POST', '/set-tokens', {
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ access_token: 'acc_by_hand_0001' }),
+    });
     assert.equal(set.status, 200, set.text);
     assert.equal(fileOf(stateFile)['refresh_token'], before['refresh_token']);
     assert.equal(fileOf(stateFile)['access_token'], 'acc_by_hand_0001');
@@ -70,7 +73,10 @@ describe('refresh tokens are never dropped', () => {
     const r = await d.request('POST', '/refresh-tokens');
     assert.equal(r.status, 200, r.text);
     await d.waitForLog('the provider refused the refresh token: trying the one it replaced');
-    assert.deepEqual(suite.stub.calls.slice(-2).map((c) => c.refreshToken), [typo, live]);
+    assert.deepEqual(
+      suite.stub.calls.slice(-2).map((c) => c.refreshToken),
+      [typo, live],
+    );
     const after = fileOf(stateFile);
     assert.equal(after['refresh_token'], suite.stub.live!.refresh_token);
     assert.equal(Object.hasOwn(after, 'replaced_refresh_token'), false, 'redeemed once: the replaced one is gone');
@@ -95,7 +101,10 @@ describe('what a provider says cannot break the daemon', () => {
         const served = await d.request('GET', '/token');
         assert.equal(served.status, 200, served.text);
         assert.equal(served.json['access_token'], suite.stub.live!.access_token);
-        const set = await d.request('POST', '/set-tokens', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ access_token: 'acc_by_hand_0003' }) });
+        const set = await d.request('POST', '/set-tokens', {
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ access_token: 'acc_by_hand_0003' }),
+        });
         assert.equal(set.status, 200, set.text);
       } finally {
         suite.stub.expiresIn = 3600;
@@ -166,16 +175,24 @@ describe('the real file behind a name', () => {
   });
 
   const notFiles: Array<[string, () => string, RegExp]> = [
-    ['a directory', () => {
-      const path = join(tempDir(), 'tokens.json');
-      mkdirSync(path);
-      return path;
-    }, /is a directory, not a regular file/],
-    ['a FIFO', () => {
-      const path = join(tempDir(), 'tokens.json');
-      execFileSync('mkfifo', [path]);
-      return path;
-    }, /is a FIFO, not a regular file/],
+    [
+      'a directory',
+      () => {
+        const path = join(tempDir(), 'tokens.json');
+        mkdirSync(path);
+        return path;
+      },
+      /is a directory, not a regular file/,
+    ],
+    [
+      'a FIFO',
+      () => {
+        const path = join(tempDir(), 'tokens.json');
+        execFileSync('mkfifo', [path]);
+        return path;
+      },
+      /is a FIFO, not a regular file/,
+    ],
     ['/dev/zero', () => '/dev/zero', /state file \/dev\/zero is a device, not a regular file/],
   ];
   for (const [name, make, message] of notFiles) {
@@ -266,9 +283,17 @@ describe('contents no state file has', () => {
   const big = (): string => JSON.stringify({ ...suite.stub.login(), junk: 'x'.repeat(2 * 1024 * 1024) });
   const cases: Array<[string, () => string, RegExp]> = [
     ['over 1 MiB', big, /state file .*tokens\.json is larger than 1 MiB/],
-    ['nested 20,000 deep', () => `{"access_token":"acc_x","deep":${'['.repeat(20_000)}${']'.repeat(20_000)}}`, /state file .*tokens\.json nests deeper than 64 levels/],
+    [
+      'nested 20,000 deep',
+      () => `{"access_token":"acc_x","deep":${'['.repeat(20_000)}${']'.repeat(20_000)}}`,
+      /state file .*tokens\.json nests deeper than 64 levels/,
+    ],
     ['with a state_version of 2^53', () => JSON.stringify({ ...suite.stub.login(), state_version: 2 ** 53 }), /state_version.*must be at most/],
-    ['with an expiry past the range of a date', () => JSON.stringify({ ...suite.stub.login(), expires_at: '+275761-01-01T00:00:00.000Z' }), /expires_at.*not an ISO-8601 date/],
+    [
+      'with an expiry past the range of a date',
+      () => JSON.stringify({ ...suite.stub.login(), expires_at: '+275761-01-01T00:00:00.000Z' }),
+      /expires_at.*not an ISO-8601 date/,
+    ],
   ];
   for (const [name, text, message] of cases) {
     it(`a state file ${name} is refused at load with one clear line, exit 1, untouched`, async () => {
@@ -325,18 +350,26 @@ describe('contents no state file has', () => {
 });
 
 describe('startup in a directory it cannot write', () => {
-  it('a read-only state directory: refused at start with one clear line naming the lock it cannot create', { skip: process.getuid?.() === 0 ? false : 'needs root' }, async () => {
-    const dir = tempDir();
-    const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
-    chownSync(dir, 65534, 65534);
-    chownSync(stateFile, 65534, 65534);
-    chmodSync(dir, 0o500);
-    const p = new Proc(['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), join(import.meta.dirname, '../../dist/main/cli.js'), 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' }, { command: 'setpriv' });
-    const exit = await p.exited;
-    suite.outputs.push(p.output);
-    // Taking the lock needs to write beside the file: refused with the reason, not a crash.
-    assert.equal(exit.code, 1, p.output);
-    assert.match(p.stderr, /cannot lock state file .*tokens\.json: cannot create .*tokens\.json\.lock \(EACCES\)/);
-    chmodSync(dir, 0o700);
-  });
+  it(
+    'a read-only state directory: refused at start with one clear line naming the lock it cannot create',
+    { skip: process.getuid?.() === 0 ? false : 'needs root' },
+    async () => {
+      const dir = tempDir();
+      const stateFile = stateFileWith(dir, suite.stub.login(), 3600);
+      chownSync(dir, 65534, 65534);
+      chownSync(stateFile, 65534, 65534);
+      chmodSync(dir, 0o500);
+      const p = new Proc(
+        ['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), join(import.meta.dirname, '../../dist/main/cli.js'), 'serve'],
+        { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' },
+        { command: 'setpriv' },
+      );
+      const exit = await p.exited;
+      suite.outputs.push(p.output);
+      // Taking the lock needs to write beside the file: refused with the reason, not a crash.
+      assert.equal(exit.code, 1, p.output);
+      assert.match(p.stderr, /cannot lock state file .*tokens\.json: cannot create .*tokens\.json\.lock \(EACCES\)/);
+      chmodSync(dir, 0o700);
+    },
+  );
 });

@@ -14,12 +14,11 @@ import { stubSuite } from '../fixtures/suite.ts';
 
 const suite = stubSuite();
 
-const start = (env: NodeJS.ProcessEnv = {}): Promise<{ d: Daemon; stateFile: string }> =>
-  suite.start({ env: { TOKEND_WAKE_INTERVAL_MS: '100', ...env } });
+const start = (env: NodeJS.ProcessEnv = {}): Promise<{ d: Daemon; stateFile: string }> => suite.start({ env: { TOKEND_WAKE_INTERVAL_MS: '100', ...env } });
 const stateIn = (file: string): Record<string, string> => JSON.parse(readFileSync(file, 'utf8'));
 const lastError = async (d: Daemon): Promise<Record<string, unknown>> => {
   const state = await d.request('GET', '/state');
-  return (state.json['refresh'] as Record<string, Record<string, unknown>>)['last_error']!;
+  return (state.json['refresh'] as Record<string, Record<string, unknown>>)['last_error'];
 };
 const YEAR_MS = 365 * 86_400_000;
 
@@ -70,7 +69,7 @@ describe('lifetimes a provider may state', () => {
       assert.equal(r.status, 200, r.text);
       const file = stateIn(stateFile);
       assert.equal(file['refresh_token'], suite.stub.live!.refresh_token);
-      const lifetime = Date.parse(file['expires_at']!) - Date.parse(file['obtained_at']!);
+      const lifetime = Date.parse(file['expires_at']) - Date.parse(file['obtained_at']);
       assert.ok(lifetime >= low && lifetime <= high, `stored lifetime ${lifetime} ms`);
       assert.equal((await d.request('GET', '/token')).status, 200);
       await suite.finish(d);
@@ -114,7 +113,7 @@ describe("the provider's words", () => {
   for (const status of [400, 503]) {
     it(`a ${status} echoing the request: neither the refresh token nor the client secret in the 502, /state or the output`, async () => {
       const { d, stateFile } = await start();
-      const refreshToken = stateIn(stateFile)['refresh_token']!;
+      const refreshToken = stateIn(stateFile)['refresh_token'];
       suite.stub.faults.push({ kind: 'echo', status });
       const r = await d.request('POST', '/refresh-tokens');
       assert.equal(r.status, 502, r.text);

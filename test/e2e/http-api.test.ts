@@ -8,7 +8,8 @@ import { stubSuite } from '../fixtures/suite.ts';
 
 const suite = stubSuite();
 
-const daemonWithTokens = (env: NodeJS.ProcessEnv = {}, state: Record<string, unknown> = {}): Promise<{ d: Daemon; stateFile: string }> => suite.start({ env, state });
+const daemonWithTokens = (env: NodeJS.ProcessEnv = {}, state: Record<string, unknown> = {}): Promise<{ d: Daemon; stateFile: string }> =>
+  suite.start({ env, state });
 const stopped = suite.finish;
 
 describe('reading tokens', () => {
@@ -150,7 +151,14 @@ describe('bad input changes nothing', () => {
     ['a JSON array', 'POST', '/set-tokens', { headers: json, body: '[]' }, 400, 'invalid_request'],
     ['a body over 16 KiB', 'POST', '/set-tokens', { headers: json, body: JSON.stringify({ access_token: 'a'.repeat(17_000) }) }, 413, 'payload_too_large'],
     ['text/plain', 'POST', '/set-tokens', { headers: { 'content-type': 'text/plain' }, body: '{"access_token":"a"}' }, 415, 'unsupported_media_type'],
-    ['a form post', 'POST', '/refresh-tokens', { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1' }, 415, 'unsupported_media_type'],
+    [
+      'a form post',
+      'POST',
+      '/refresh-tokens',
+      { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1' },
+      415,
+      'unsupported_media_type',
+    ],
     ['an unknown route', 'GET', '/nope', {}, 404, 'not_found'],
     ['a wrong method', 'DELETE', '/token', {}, 405, 'method_not_allowed'],
     ['GET on a POST route', 'GET', '/set-tokens', {}, 405, 'method_not_allowed'],

@@ -114,7 +114,7 @@ describe('corrupt state', () => {
     const d = await Daemon.start(stubEnv(suite.stub, stateFile), ['--move-corrupt-aside']);
     const aside = readdirSync(dir).find((n) => n.startsWith('tokens.json.corrupt-'));
     assert.ok(aside, 'moved aside');
-    assert.equal(readFileSync(join(dir, aside!), 'utf8'), 'not json');
+    assert.equal(readFileSync(join(dir, aside), 'utf8'), 'not json');
     assert.equal((await d.request('GET', '/state')).json['status'], 'waiting_for_login');
     assert.equal((await d.stop()).code, 0);
     keep(d);

@@ -14,7 +14,9 @@ import { Daemon, findLeaks, freePort, Proc, tempDir } from '../fixtures/daemon.t
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 // CI sets TOKEND_REQUIRE_BROWSER=1 (and installs chromium), so there a missing browser fails the run.
 const browserSkip =
-  existsSync(CHROMIUM) || process.env['TOKEND_REQUIRE_BROWSER'] === '1' ? false : `no browser at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`;
+  existsSync(CHROMIUM) || process.env['TOKEND_REQUIRE_BROWSER'] === '1'
+    ? false
+    : `no browser at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`;
 const client = { clientId: 'tokend-test', clientSecret: 'a-test-secret-of-some-length', redirectUris: [] as string[] };
 const outputs: string[] = [];
 let provider: DevProvider;

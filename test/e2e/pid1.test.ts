@@ -28,14 +28,18 @@ const unshareWorks = (() => {
 function childOf(pid: number): number {
   const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
   assert.equal(children.length, 1);
-  return children[0]!;
+  return children[0];
 }
 
 describe('as PID 1 in a PID namespace', { skip: unshareWorks ? false : 'unshare --pid is not permitted here' }, () => {
   for (const load of ['idle', 'under load'] as const) {
     it(`SIGTERM ${load}: exits 0 with the live token on disk and the lock released`, async () => {
       const stateFile = stateFileWith(tempDir(), suite.stub.login(), 3600);
-      const p = new Proc(['--fork', '--pid', '--mount-proc', process.execPath, CLI, 'serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_LOG_LEVEL: 'info' }, { command: 'unshare' });
+      const p = new Proc(
+        ['--fork', '--pid', '--mount-proc', process.execPath, CLI, 'serve'],
+        { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0', TOKEND_LOG_LEVEL: 'info' },
+        { command: 'unshare' },
+      );
       const serving = await p.waitForLog('tokend serving');
       assert.equal(serving['pid'], 1, 'the daemon is PID 1 in its namespace');
       const address = String(serving['listen']);
@@ -55,7 +59,10 @@ describe('as PID 1 in a PID namespace', { skip: unshareWorks ? false : 'unshare 
       await load$;
       outputs.push(p.output);
       assert.equal(exit.code, 0, p.output);
-      const stopped = p.stderr.split('\n').map(parseLog).find((r) => r?.['msg'] === 'stopped');
+      const stopped = p.stderr
+        .split('\n')
+        .map(parseLog)
+        .find((r) => r?.['msg'] === 'stopped');
       assert.ok(stopped, 'a clean stop, not a kill');
       const file = JSON.parse(readFileSync(stateFile, 'utf8'));
       assert.equal(file.refresh_token, suite.stub.live!.refresh_token);

@@ -43,8 +43,11 @@ describe('signals and crashes', () => {
       const token = await d.request('GET', '/token');
       assert.equal(token.status, 200, token.text);
       // Accepted, unless a rotation raced the read (the provider drops the old token when it rotates).
-      assert.ok(suite.stub.accepts(String(token.json['access_token'])) || suite.stub.calls.length > callsAtStart, 'restart serves a token the provider accepts');
-      const moment = (Object.keys(moments) as Array<keyof typeof moments>)[random(4)]!;
+      assert.ok(
+        suite.stub.accepts(String(token.json['access_token'])) || suite.stub.calls.length > callsAtStart,
+        'restart serves a token the provider accepts',
+      );
+      const moment = (Object.keys(moments) as Array<keyof typeof moments>)[random(4)];
       moments[moment]++;
       let loading = false;
       const pending: Array<Promise<unknown>> = [];
@@ -54,10 +57,18 @@ describe('signals and crashes', () => {
         pending.push(d.request('POST', '/refresh-tokens').catch(() => null));
         await arrived;
       } else if (moment === 'mid-request') {
-        pending.push(d.request('POST', '/refresh-tokens').catch(() => null), d.request('GET', '/token').catch(() => null));
+        pending.push(
+          d.request('POST', '/refresh-tokens').catch(() => null),
+          d.request('GET', '/token').catch(() => null),
+        );
       } else if (moment === 'under load') {
         loading = true;
-        for (let w = 0; w < 8; w++) pending.push((async () => { while (loading) await d.request('GET', '/token').catch(() => null); })());
+        for (let w = 0; w < 8; w++)
+          pending.push(
+            (async () => {
+              while (loading) await d.request('GET', '/token').catch(() => null);
+            })(),
+          );
         await new Promise((r) => setTimeout(r, random(300)));
       }
       d.kill(random(2) ? 'SIGTERM' : 'SIGINT');

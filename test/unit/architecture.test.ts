@@ -8,11 +8,17 @@ import { fileURLToPath } from 'node:url';
 const SRC = fileURLToPath(new URL('../../src/', import.meta.url));
 const files = (readdirSync(SRC, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')).map((f) => join(SRC, f));
 const imports = (file: string): Array<{ spec: string; typeOnly: boolean }> =>
-  [...readFileSync(file, 'utf8').matchAll(/^import (type )?[^'"]*from '([^']+)'|import\('([^']+)'\)/gm)].map((m) => ({ spec: m[2] ?? m[3]!, typeOnly: m[1] !== undefined }));
+  [...readFileSync(file, 'utf8').matchAll(/^import (type )?[^'"]*from '([^']+)'|import\('([^']+)'\)/gm)].map((m) => ({
+    spec: m[2] ?? m[3],
+    typeOnly: m[1] !== undefined,
+  }));
 const rel = (file: string): string => relative(SRC, file);
 
 it('only oauth.ts talks to the provider from the daemon; undici is used nowhere else but the client library and the dev login', () => {
-  const users = files.filter((f) => imports(f).some((i) => i.spec === 'undici' && !i.typeOnly)).map(rel).sort();
+  const users = files
+    .filter((f) => imports(f).some((i) => i.spec === 'undici' && !i.typeOnly))
+    .map(rel)
+    .sort();
   assert.deepEqual(users, ['client/index.ts', 'dev/headless-login.ts', 'state-worker/oauth.ts']);
 });
 

@@ -33,7 +33,7 @@ describe('state file codec', () => {
     const { state, raw } = decodeState(JSON.stringify({ monzoAccessToken: 'a0', monzoRefreshToken: 'r0', x: 1 }), 'f');
     assert.equal(state.legacyKeys, true);
     assert.equal(state.tokens?.expiresAtMs, null);
-    const next = { ...state, version: 1, tokens: { ...state.tokens!, accessToken: 'a1', refreshToken: 'r1', expiresAtMs: 1000, obtainedAtMs: 0 } };
+    const next = { ...state, version: 1, tokens: { ...state.tokens, accessToken: 'a1', refreshToken: 'r1', expiresAtMs: 1000, obtainedAtMs: 0 } };
     const written = JSON.parse(encodeState(next, foreignKeys(raw)));
     assert.equal(written.monzoAccessToken, 'a1');
     assert.equal(written.monzoRefreshToken, 'r1');
@@ -113,7 +113,7 @@ describe('state file codec', () => {
     const { state } = decodeState(JSON.stringify({ ...full, replaced_refresh_token: 'ref_0' }), 'f');
     assert.equal(state.tokens?.replacedRefreshToken, 'ref_0');
     assert.equal(JSON.parse(encodeState(state, {})).replaced_refresh_token, 'ref_0');
-    const redeemed = { ...state, tokens: { ...state.tokens!, replacedRefreshToken: null } };
+    const redeemed = { ...state, tokens: { ...state.tokens, replacedRefreshToken: null } };
     assert.equal(Object.hasOwn(JSON.parse(encodeState(redeemed, {})), 'replaced_refresh_token'), false);
   });
 });

@@ -5,7 +5,8 @@ import type { Log } from '../../src/log.ts';
 
 it('a line logged before the logger has loaded is written once it has, in order; later lines go straight through', async () => {
   const lines: string[] = [];
-  const record = (level: string) => (first: object | string, msg?: string) => void lines.push(`${level} ${typeof first === 'string' ? first : `${JSON.stringify(first)} ${msg}`}`);
+  const record = (level: string) => (first: object | string, msg?: string) =>
+    void lines.push(`${level} ${typeof first === 'string' ? first : `${JSON.stringify(first)} ${msg}`}`);
   const real: Log = { error: record('error'), warn: record('warn'), info: record('info'), debug: record('debug') };
   let load!: (log: Log) => void;
   const log = deferredLog(new Promise<Log>((resolve) => (load = resolve)));

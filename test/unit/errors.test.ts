@@ -9,8 +9,11 @@ it("the README's error table lists every code with its HTTP status and exit code
   const documented = new Map<string, { status: string; exit: number }>();
   for (const line of section.split('\n').slice(4)) {
     if (!line.startsWith('| `')) break;
-    const [codes, status, exit] = line.split('|').slice(1, 4).map((c) => c.trim());
-    for (const code of codes!.match(/`[a-z_]+`/g)!) documented.set(code.slice(1, -1), { status: status!, exit: Number(exit) });
+    const [codes, status, exit] = line
+      .split('|')
+      .slice(1, 4)
+      .map((c) => c.trim());
+    for (const code of codes.match(/`[a-z_]+`/g)!) documented.set(code.slice(1, -1), { status: status, exit: Number(exit) });
   }
   assert.deepEqual([...documented.keys()].sort(), Object.keys(errorCodes).sort());
   for (const [code, doc] of documented) {

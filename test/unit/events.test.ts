@@ -12,7 +12,15 @@ const snapshot = (n: number): Snapshot =>
     status: 'ok',
     reason: null,
     version: n,
-    token: { accessToken: 'a'.repeat(8000), tokenType: 'Bearer', expiresAtMs: null, obtainedAtMs: 0, fingerprint: `f${n}`, refreshFingerprint: null, scope: null },
+    token: {
+      accessToken: 'a'.repeat(8000),
+      tokenType: 'Bearer',
+      expiresAtMs: null,
+      obtainedAtMs: 0,
+      fingerprint: `f${n}`,
+      refreshFingerprint: null,
+      scope: null,
+    },
   }) as unknown as Snapshot;
 
 describe('event stream', () => {

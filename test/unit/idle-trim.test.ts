@@ -126,7 +126,6 @@ describe('trim when idle', () => {
       live.push({ i, s: `x${i}` });
       if (live.length > 20_000) live = [];
     }
-    live = [];
     requests = 3_000_000;
     const grown = youngGenerationSize();
     assert.ok(grown > before, `young generation grew (${before} -> ${grown} bytes)`);
@@ -137,14 +136,18 @@ describe('trim when idle', () => {
     trimmer.stop();
     const after = youngGenerationSize();
     assert.ok(after < grown / 2, `young generation ${before} -> ${grown} -> ${after} bytes after 30 s of quiet`);
-    if (trims.length > 0) assert.equal(trims[0]!.youngBefore, grown);
+    if (trims.length > 0) assert.equal(trims[0].youngBefore, grown);
     assert.equal((globalThis as { gc?: unknown }).gc, undefined, 'no gc() on the global object');
   });
 
   it('the resident set size reads as NaN when /proc/self/stat cannot be opened', () => {
-    assert.ok(Number.isNaN(residentSetSize(() => {
-      throw Object.assign(new Error('EMFILE: too many open files, uv_resident_set_memory'), { code: 'EMFILE' });
-    })));
+    assert.ok(
+      Number.isNaN(
+        residentSetSize(() => {
+          throw Object.assign(new Error('EMFILE: too many open files, uv_resident_set_memory'), { code: 'EMFILE' });
+        }),
+      ),
+    );
     assert.ok(residentSetSize() > 0);
   });
 });

@@ -47,7 +47,7 @@ describe('expires_in is bounded: every answer gives a lifetime that can be writt
       assert.equal(r.expiresInSec, sec);
       if (warning) {
         assert.equal(r.warnings.length, 1);
-        assert.match(r.warnings[0]!, warning);
+        assert.match(r.warnings[0], warning);
       } else assert.deepEqual(r.warnings, []);
       // The owner stores now + lifetime as an ISO date: it must always be writable.
       assert.doesNotThrow(() => new Date(NOW + r.expiresInSec * 1000).toISOString());
@@ -125,7 +125,10 @@ describe('tokens from the provider: RFC 6750 characters, Bearer only', () => {
   it('a refresh token in a success is kept whatever its characters (it may be the only live one), with a warning outside RFC 6749', () => {
     const spaced = ok({ access_token: 'a', refresh_token: 'new rt with space' }, redeemed);
     assert.equal(spaced.refreshToken, 'new rt with space');
-    assert.ok(spaced.warnings.every((w) => !/RFC 6749/.test(w)), spaced.warnings.join('; '));
+    assert.ok(
+      spaced.warnings.every((w) => !/RFC 6749/.test(w)),
+      spaced.warnings.join('; '),
+    );
     for (const refresh of ['ref\u0000x', 'ref\u00e9', 'ref\r\n']) {
       const r = ok({ access_token: 'a', refresh_token: refresh }, redeemed);
       assert.equal(r.refreshToken, refresh);
@@ -179,7 +182,10 @@ describe('the rest of a 200 answer', () => {
     const r = ok({ access_token: 'acc_abcdef', refresh_token: 'ref_new_one', expires_in: 60, user_id: 'u\u0000', client_id: 'x ref_new_one' });
     assert.deepEqual(r.account, {});
     assert.equal(r.warnings.length, 2);
-    assert.equal(ok({ access_token: 'a', expires_in: 60, user_id: 'ref_old_secret' }, { secrets: ['ref_old_secret'], redeemed: 'ref_old_secret' }).account['user_id'], undefined);
+    assert.equal(
+      ok({ access_token: 'a', expires_in: 60, user_id: 'ref_old_secret' }, { secrets: ['ref_old_secret'], redeemed: 'ref_old_secret' }).account['user_id'],
+      undefined,
+    );
   });
 });
 
@@ -202,7 +208,15 @@ describe("the provider's words, scrubbed of what tokend sent", () => {
   });
 
   it('a secret cut short or split by a control character is still hidden', () => {
-    const e = failure(() => parseTokenResponse(400, undefined, JSON.stringify({ error: 'x', error_description: 'token ref_0123456789ab… and ref_01234\u000056789abcdef' }), NOW, sent));
+    const e = failure(() =>
+      parseTokenResponse(
+        400,
+        undefined,
+        JSON.stringify({ error: 'x', error_description: 'token ref_0123456789ab… and ref_01234\u000056789abcdef' }),
+        NOW,
+        sent,
+      ),
+    );
     assert.ok(!/ref_0123456789ab|56789abcdef/.test(e.message), e.message);
   });
 
@@ -213,19 +227,39 @@ describe("the provider's words, scrubbed of what tokend sent", () => {
       assert.match(e.message, /HTTP 401, an error that is not an error code/);
       assert.ok(!e.message.includes(error), e.message);
     }
-    assert.equal(failure(() => parseTokenResponse(401, undefined, JSON.stringify({ code: 'unauthorized.bad_refresh_token.evicted' }), NOW, sent)).kind, 'invalid_grant');
+    assert.equal(
+      failure(() => parseTokenResponse(401, undefined, JSON.stringify({ code: 'unauthorized.bad_refresh_token.evicted' }), NOW, sent)).kind,
+      'invalid_grant',
+    );
   });
 
   it('a token the provider echoes on its own (not one tokend sent) is hidden; a request id is kept', () => {
     const e = failure(() =>
-      parseTokenResponse(500, undefined, JSON.stringify({ error: 'server_error', error_description: 'for eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc123 trace 3f2a1b4c-0d5e-4f60-8a7b-9c0d1e2f3a4b' }), NOW, sent),
+      parseTokenResponse(
+        500,
+        undefined,
+        JSON.stringify({
+          error: 'server_error',
+          error_description: 'for eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc123 trace 3f2a1b4c-0d5e-4f60-8a7b-9c0d1e2f3a4b',
+        }),
+        NOW,
+        sent,
+      ),
     );
     assert.doesNotMatch(e.message, /eyJ/);
     assert.match(e.message, /3f2a1b4c-0d5e-4f60-8a7b-9c0d1e2f3a4b/);
   });
 
   it('control characters become spaces, the text is cut short', () => {
-    const e = failure(() => parseTokenResponse(503, undefined, JSON.stringify({ error: 'temporarily_unavailable', error_description: `a\u001b[2J\r\nb\u202ec ${'x '.repeat(5000)}` }), NOW, sent));
+    const e = failure(() =>
+      parseTokenResponse(
+        503,
+        undefined,
+        JSON.stringify({ error: 'temporarily_unavailable', error_description: `a\u001b[2J\r\nb\u202ec ${'x '.repeat(5000)}` }),
+        NOW,
+        sent,
+      ),
+    );
     assert.ok(e.message.length < 400, String(e.message.length));
     assert.doesNotMatch(e.message, /[\u0000-\u001f\u007f-\u009f\u202e]/);
     assert.match(e.message, /a \[2J b c x x/);
@@ -234,7 +268,14 @@ describe("the provider's words, scrubbed of what tokend sent", () => {
   it('an OAuth error sent with 200 (as GitHub does) is the error it says, final when the token is refused', () => {
     assert.equal(failure(() => parseTokenResponse(200, undefined, '{"error":"bad_refresh_token","error_description":"expired"}', NOW)).kind, 'invalid_grant');
     assert.equal(failure(() => parseTokenResponse(200, undefined, '{"error":"invalid_grant"}', NOW)).kind, 'invalid_grant');
-    const e = failure(() => parseTokenResponse(200, undefined, '{"error":"incorrect_client_credentials","error_description":"The client_id and/or client_secret passed are incorrect."}', NOW));
+    const e = failure(() =>
+      parseTokenResponse(
+        200,
+        undefined,
+        '{"error":"incorrect_client_credentials","error_description":"The client_id and/or client_secret passed are incorrect."}',
+        NOW,
+      ),
+    );
     assert.equal(e.kind, 'rejected');
     assert.match(e.message, /incorrect_client_credentials: The client_id/);
   });

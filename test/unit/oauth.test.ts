@@ -14,7 +14,12 @@ const kindOf = (fn: () => unknown): string => {
 
 describe('token response classification', () => {
   it('reads a Monzo response, keeping user_id and client_id', () => {
-    const r = parseTokenResponse(200, undefined, JSON.stringify({ access_token: 'a', refresh_token: 'r', expires_in: 21600, token_type: 'Bearer', user_id: 'u', client_id: 'c' }), 0);
+    const r = parseTokenResponse(
+      200,
+      undefined,
+      JSON.stringify({ access_token: 'a', refresh_token: 'r', expires_in: 21600, token_type: 'Bearer', user_id: 'u', client_id: 'c' }),
+      0,
+    );
     assert.equal(r.accessToken, 'a');
     assert.equal(r.refreshToken, 'r');
     assert.equal(r.expiresInSec, 21600);
@@ -26,13 +31,26 @@ describe('token response classification', () => {
   });
 
   it('treats invalid_grant and Monzo bad_refresh_token (and .evicted) as final', () => {
-    assert.equal(kindOf(() => parseTokenResponse(400, undefined, '{"error":"invalid_grant"}', 0)), 'invalid_grant');
-    assert.equal(kindOf(() => parseTokenResponse(401, undefined, '{"code":"unauthorized.bad_refresh_token","message":"x"}', 0)), 'invalid_grant');
-    assert.equal(kindOf(() => parseTokenResponse(401, undefined, '{"code":"unauthorized.bad_refresh_token.evicted"}', 0)), 'invalid_grant');
+    assert.equal(
+      kindOf(() => parseTokenResponse(400, undefined, '{"error":"invalid_grant"}', 0)),
+      'invalid_grant',
+    );
+    assert.equal(
+      kindOf(() => parseTokenResponse(401, undefined, '{"code":"unauthorized.bad_refresh_token","message":"x"}', 0)),
+      'invalid_grant',
+    );
+    assert.equal(
+      kindOf(() => parseTokenResponse(401, undefined, '{"code":"unauthorized.bad_refresh_token.evicted"}', 0)),
+      'invalid_grant',
+    );
   });
 
   it('treats 5xx, 429 and 408 as transient, with Retry-After', () => {
-    for (const status of [500, 502, 503, 504, 429, 408]) assert.equal(kindOf(() => parseTokenResponse(status, undefined, 'oops', 0)), 'transient');
+    for (const status of [500, 502, 503, 504, 429, 408])
+      assert.equal(
+        kindOf(() => parseTokenResponse(status, undefined, 'oops', 0)),
+        'transient',
+      );
     try {
       parseTokenResponse(503, '12', '', 0);
     } catch (e) {
@@ -41,9 +59,18 @@ describe('token response classification', () => {
   });
 
   it('never accepts a 200 without an access token, or with a body that is not JSON', () => {
-    assert.equal(kindOf(() => parseTokenResponse(200, undefined, '{"refresh_token":"r"}', 0)), 'bad_response');
-    assert.equal(kindOf(() => parseTokenResponse(200, undefined, '{"access_token":', 0)), 'bad_response');
-    assert.equal(kindOf(() => parseTokenResponse(200, undefined, '"a"', 0)), 'bad_response');
+    assert.equal(
+      kindOf(() => parseTokenResponse(200, undefined, '{"refresh_token":"r"}', 0)),
+      'bad_response',
+    );
+    assert.equal(
+      kindOf(() => parseTokenResponse(200, undefined, '{"access_token":', 0)),
+      'bad_response',
+    );
+    assert.equal(
+      kindOf(() => parseTokenResponse(200, undefined, '"a"', 0)),
+      'bad_response',
+    );
   });
 
   it('keeps the provider words but never echoes a token in the message', () => {

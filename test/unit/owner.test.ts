@@ -75,7 +75,12 @@ function setup(file: Record<string, unknown> | null, provider = new ScriptedProv
   };
   const lines: Lines = { warn: [], info: [] };
   const events: OwnerEvent[] = [];
-  const owner = new Owner(opts, recordingLog(lines), (e) => events.push(e), async () => provider);
+  const owner = new Owner(
+    opts,
+    recordingLog(lines),
+    (e) => events.push(e),
+    async () => provider,
+  );
   owners.push(owner);
   const onDisk = (): Record<string, unknown> => JSON.parse(readFileSync(stateFile, 'utf8')) as Record<string, unknown>;
   return { owner, provider, lines, onDisk, stateFile };
@@ -154,7 +159,9 @@ describe('a refused answer that carried a new refresh token', () => {
   it('a success refused as malformed without a new refresh token keeps the intent open, so a later refusal is named as a possible lost rotation', async () => {
     const { owner, provider, onDisk } = setup(valid('ref_1'));
     assert.ok((await owner.start()).ok);
-    provider.script.push(new UpstreamFailure('bad_response', 'provider answered 200 with an access_token that is not RFC 6750 token characters', 200, null, null, null));
+    provider.script.push(
+      new UpstreamFailure('bad_response', 'provider answered 200 with an access_token that is not RFC 6750 token characters', 200, null, null, null),
+    );
     assert.ok(!(await owner.refresh('cli')).ok);
     const intent = onDisk()['refresh_intent'] as Record<string, unknown> | null;
     assert.equal(typeof intent?.['refresh_token_fingerprint'], 'string', 'the intent stays open: the provider may have rotated');
@@ -232,7 +239,7 @@ describe('what the provider says, bounded', () => {
     }
     for (let i = 0; i < 3; i++) await owner.refresh(i === 1 ? 'cli' : 'http');
     assert.equal(starts.length, 3);
-    for (let i = 1; i < 3; i++) assert.ok(starts[i]! - starts[i - 1]! >= 990, `attempt ${i} came ${starts[i]! - starts[i - 1]!} ms after the one before`);
+    for (let i = 1; i < 3; i++) assert.ok(starts[i] - starts[i - 1] >= 990, `attempt ${i} came ${starts[i] - starts[i - 1]} ms after the one before`);
   });
 });
 
@@ -275,15 +282,15 @@ describe('shutdown during a refresh', () => {
   it('an answer that has arrived is written before close() returns, though hurry() comes right after it arrived', async () => {
     const { owner, provider, onDisk } = setup(valid('ref_0'));
     assert.ok((await owner.start()).ok);
-    let closing: Promise<unknown> | null = null;
+    const stop: { closing?: Promise<unknown> } = {};
     provider.script.push(async () => {
       // The answer has been read; the second stop request lands now, before it is written.
-      closing = owner.close(60_000);
+      stop.closing = owner.close(60_000);
       owner.hurry();
       return pair('acc_1', 'ref_1');
     });
     assert.ok((await owner.refresh('cli')).ok);
-    await closing;
+    await stop.closing;
     assert.equal(onDisk()['refresh_token'], 'ref_1');
     assert.equal(onDisk()['refresh_intent'], null);
   });
