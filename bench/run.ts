@@ -28,14 +28,15 @@ const CLI = fileURLToPath(new URL('../dist/main/cli.js', import.meta.url));
 const BARE = fileURLToPath(new URL('./bare-server.mjs', import.meta.url));
 const AUTOCANNON = fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url));
 const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
-const pin = (core: number, cmd: string[]): string[] => (hasTaskset ? ['taskset', '-c', String(core), ...cmd] : cmd);
+type Command = [file: string, ...args: string[]];
+const pin = (core: number, cmd: Command): Command => (hasTaskset ? ['taskset', '-c', String(core), ...cmd] : cmd);
 
 const rss = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 const fmt = (n: number, d = 2): string => n.toFixed(d);
 
@@ -59,7 +60,7 @@ async function waitFor(port: number, path: string, status = 200): Promise<void> 
   }
 }
 
-function spawnServer(cmd: string[], env: NodeJS.ProcessEnv, pinned = true): ChildProcess {
+function spawnServer(cmd: Command, env: NodeJS.ProcessEnv, pinned = true): ChildProcess {
   const [bin, ...args] = pinned ? pin(0, cmd) : cmd;
   return spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
 }
@@ -70,7 +71,9 @@ function exited(p: ChildProcess): Promise<void> {
 
 /** CPU time (user + system) a process has used, in ms (clock ticks of 10 ms). */
 const cpuMs = (pid: number): number => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1];
+  if (fields === undefined) throw new Error(`/proc/${pid}/stat: no ") " after the command name`);
+  const f = fields.split(' ');
   return (Number(f[11]) + Number(f[12])) * 10;
 };
 
@@ -111,7 +114,7 @@ async function sequentialLatency(port: number, n: number): Promise<{ p50: number
   }
   agent.destroy();
   us.sort((a, b) => a - b);
-  return { p50: us[Math.floor(n * 0.5)], p99: us[Math.floor(n * 0.99)] };
+  return { p50: us[Math.floor(n * 0.5)]!, p99: us[Math.floor(n * 0.99)]! };
 }
 
 async function main(): Promise<void> {
@@ -152,7 +155,7 @@ async function main(): Promise<void> {
     console.log('  round   tokend req/s  bare req/s  ratio   tokend p50/p99 ms  bare p50/p99 ms');
     pairs.forEach((p, i) =>
       console.log(
-        `  ${String(i + 1).padEnd(6)}  ${fmt(p.t.rps, 0).padStart(12)}  ${fmt(p.b.rps, 0).padStart(10)}  ${fmt(rpsRatios[i]).padStart(5)}   ${`${p.t.p50}/${p.t.p99}`.padStart(17)}  ${`${p.b.p50}/${p.b.p99}`.padStart(15)}`,
+        `  ${String(i + 1).padEnd(6)}  ${fmt(p.t.rps, 0).padStart(12)}  ${fmt(p.b.rps, 0).padStart(10)}  ${fmt(rpsRatios[i]!).padStart(5)}   ${`${p.t.p50}/${p.t.p99}`.padStart(17)}  ${`${p.b.p50}/${p.b.p99}`.padStart(15)}`,
       ),
     );
     console.log(

@@ -18,7 +18,7 @@ export async function headlessAuthorize(authUrl: string, redirectUri: string, st
     await res.body.dump();
     const setCookie = res.headers['set-cookie'];
     for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : []) {
-      const [pair] = c.split(';');
+      const pair = c.split(';')[0] ?? '';
       const eq = pair.indexOf('=');
       jar.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
     }

@@ -9,7 +9,7 @@ export const BODY_LIMIT = 16 * 1024;
 
 export function isJsonContentType(value: string | undefined): boolean {
   if (!value) return false;
-  const type = value.split(';', 1)[0].trim().toLowerCase();
+  const type = (value.split(';', 1)[0] ?? '').trim().toLowerCase();
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
 

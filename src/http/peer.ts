@@ -101,7 +101,7 @@ function ipv4Bytes(address: string): Buffer | null {
 
 /** 16 bytes of an IPv6 address, `::` and a dotted IPv4 tail (`::ffff:127.0.0.1`) included. */
 function ipv6Bytes(address: string): Buffer | null {
-  let text = address.split('%')[0];
+  let text = address.split('%')[0] ?? '';
   const lastColon = text.lastIndexOf(':');
   if (text.includes('.', lastColon)) {
     const v4 = ipv4Bytes(text.slice(lastColon + 1));
@@ -111,8 +111,8 @@ function ipv6Bytes(address: string): Buffer | null {
   const halves = text.split('::');
   if (halves.length > 2) return null;
   const groups = (s: string): string[] => (s === '' ? [] : s.split(':'));
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
+  const head = groups(halves[0] ?? '');
+  const tail = halves.length === 2 ? groups(halves[1] ?? '') : [];
   const missing = 8 - head.length - tail.length;
   if (missing < 0 || (halves.length === 1 && missing !== 0)) return null;
   const all = [...head, ...Array<string>(missing).fill('0'), ...tail];

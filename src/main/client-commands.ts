@@ -4,14 +4,15 @@ import { TokendError } from '../errors.js';
 
 /** Run `command` with the token in `envName`; its exit code is ours. Signals are passed on. */
 export function runTokenExec(command: string[], envName: string, token: string): Promise<number> {
-  if (command.length === 0) throw new TokendError('invalid_request', 'token --exec needs a command: tokend token --exec -- CMD [ARGS...]');
+  const [file, ...args] = command;
+  if (file === undefined) throw new TokendError('invalid_request', 'token --exec needs a command: tokend token --exec -- CMD [ARGS...]');
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) throw new TokendError('invalid_request', `--env ${envName} is not a valid variable name`);
   return new Promise((resolve, reject) => {
-    const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env: { ...process.env, [envName]: token } });
+    const child = spawn(file, args, { stdio: 'inherit', env: { ...process.env, [envName]: token } });
     const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
-    child.once('error', (err) => reject(new TokendError('invalid_request', `cannot run ${command[0]}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
+    child.once('error', (err) => reject(new TokendError('invalid_request', `cannot run ${file}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
     child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 + (signalNumber(signal) ?? 1) : 1)));
   });
 }

@@ -100,9 +100,10 @@ export function parseListen(value: string): Listen | string {
   }
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
   if (!m) return `"${value}" is not HOST:PORT or unix:/path`;
-  const port = Number(m[3]);
+  const port = Number(m[3]!);
   if (port > 65535) return `port ${port} is out of range`;
-  const host = m[1] ?? m[2];
+  // One alternative or the other matched.
+  const host = (m[1] ?? m[2])!;
   // A name would be resolved only at listen (and could change between starts): an address says where.
   if (host !== 'localhost' && isIP(host) === 0) return `"${host}" is not an IP address or localhost`;
   return { kind: 'tcp', host, port };

@@ -51,12 +51,12 @@ export class HttpStats {
 
   request(route: number, status: number, seconds: number): void {
     const s = status >= MIN_STATUS && status < MIN_STATUS + STATUSES ? status - MIN_STATUS : 500 - MIN_STATUS;
-    this.#counts[route * STATUSES + s]++;
+    this.#counts[route * STATUSES + s]!++;
     let b = 0;
-    while (b < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[b]) b++;
-    if (b < LATENCY_BUCKETS.length) this.#buckets[route * LATENCY_BUCKETS.length + b]++;
-    this.#sums[route] += seconds;
-    this.#totals[route]++;
+    while (b < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[b]!) b++;
+    if (b < LATENCY_BUCKETS.length) this.#buckets[route * LATENCY_BUCKETS.length + b]!++;
+    this.#sums[route]! += seconds;
+    this.#totals[route]!++;
   }
 
   /** Requests recorded so far, all routes. */
@@ -72,7 +72,7 @@ export class HttpStats {
       const values: Sample[] = [];
       this.#routes.forEach((route, r) => {
         for (let s = 0; s < STATUSES; s++) {
-          const value = this.#counts[r * STATUSES + s];
+          const value = this.#counts[r * STATUSES + s]!;
           if (value > 0) values.push({ labels: { route, status: String(s + MIN_STATUS) }, value });
         }
       });
@@ -82,15 +82,15 @@ export class HttpStats {
     const latency = collected(name, 'HTTP request latency by route', 'histogram', () => {
       const values: Sample[] = [];
       this.#routes.forEach((route, r) => {
-        const count = this.#totals[r];
+        const count = this.#totals[r]!;
         if (count === 0) return;
         let cumulative = 0;
         LATENCY_BUCKETS.forEach((le, b) => {
-          cumulative += this.#buckets[r * LATENCY_BUCKETS.length + b];
+          cumulative += this.#buckets[r * LATENCY_BUCKETS.length + b]!;
           values.push({ metricName: `${name}_bucket`, labels: { le, route }, value: cumulative });
         });
         values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', route }, value: count });
-        values.push({ metricName: `${name}_sum`, labels: { route }, value: this.#sums[r] });
+        values.push({ metricName: `${name}_sum`, labels: { route }, value: this.#sums[r]! });
         values.push({ metricName: `${name}_count`, labels: { route }, value: count });
       });
       return values;

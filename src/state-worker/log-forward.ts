@@ -7,10 +7,10 @@
 import type { OwnerEvent, OwnerLogLevel } from '../contract.js';
 import type { Log } from '../log.js';
 
-const rank: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
+const rank = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity } as const;
 
 export function forwardingLog(level: string, emit: (event: OwnerEvent) => void): Log {
-  const threshold = rank[level] ?? rank['info'];
+  const threshold = (rank as Record<string, number | undefined>)[level] ?? rank.info;
   const at =
     (name: OwnerLogLevel) =>
     (first: object | string, msg?: string): void => {

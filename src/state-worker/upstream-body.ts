@@ -68,12 +68,13 @@ export async function readBody(body: Readable, headers: Headers, limit = MAX_BOD
     discard(body);
     throw new BodyTooLarge(limit);
   }
-  if (codings.length > 1 || (codings.length === 1 && !decoders[codings[0]])) {
+  const decoder = codings.length === 1 ? decoders[codings[0]!] : undefined;
+  if (codings.length > 1 || (codings.length === 1 && !decoder)) {
     discard(body);
     throw new BodyUndecodable(`the answer is in a content coding tokend does not decode (${codings.join(', ').slice(0, 40)})`);
   }
   const stages: Array<Readable | Transform> = [body, counter(limit)];
-  if (codings.length === 1) stages.push(decoders[codings[0]](), counter(limit));
+  if (decoder) stages.push(decoder(), counter(limit));
   const out = (pipeline as (...streams: Array<Readable | Transform | ((err: Error | null) => void)>) => Readable)(...stages, () => undefined);
   const chunks: Buffer[] = [];
   try {

@@ -129,7 +129,7 @@ describe('metrics', () => {
       if (line === '' || line.startsWith('#')) continue;
       const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|[Nn]a[Nn]|[+-]Inf)$/.exec(line);
       assert.ok(m, `not a Prometheus sample line: ${line}`);
-      samples.set(m[1], Number(m[2]));
+      samples.set(m[1]!, Number(m[2]!));
     }
     assert.equal(samples.get('tokend_refresh_total{outcome="success"}'), 1);
     assert.ok(samples.get('tokend_token_expires_in_seconds')! > 3500);

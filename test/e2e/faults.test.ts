@@ -58,9 +58,9 @@ describe('transient upstream faults', () => {
     await d.waitForLog('token refreshed', 20_000);
     const times = suite.stub.calls.slice(first).map((c) => c.at);
     assert.equal(times.length, 5, 'four failures, then the success');
-    const gaps = times.slice(1).map((t, i) => t - times[i]);
+    const gaps = times.slice(1).map((t, i) => t - times[i]!);
     const floors = [500, 1000, 2000, 4000];
-    gaps.forEach((gap, i) => assert.ok(gap >= floors[i] - 20, `retry ${i + 1} came after ${gap} ms, before ${floors[i]} ms`));
+    gaps.forEach((gap, i) => assert.ok(gap >= floors[i]! - 20, `retry ${i + 1} came after ${gap} ms, before ${floors[i]} ms`));
     // A refresh answered over RPC carries the latest snapshot: the failures are forgotten.
     assert.equal((await d.request('POST', '/refresh-tokens')).status, 200);
     const state = await d.request('GET', '/state');
@@ -70,8 +70,10 @@ describe('transient upstream faults', () => {
 
   it('a daemon under repeated failures never crashes and answers every request', async () => {
     const { d } = await start();
-    for (let i = 0; i < 20; i++)
-      suite.stub.faults.push(transient[i % transient.length][1].kind === 'hang' ? { kind: 'status', status: 502 } : transient[i % transient.length][1]);
+    for (let i = 0; i < 20; i++) {
+      const fault = transient[i % transient.length]![1];
+      suite.stub.faults.push(fault.kind === 'hang' ? { kind: 'status', status: 502 } : fault);
+    }
     const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => d.request(i % 2 ? 'GET' : 'POST', i % 2 ? '/token' : '/refresh-tokens')));
     assert.ok(
       answers.every((a) => a.status === 200 || a.status === 502),

@@ -464,7 +464,7 @@ describe('tokend set --stdin', () => {
       assert.equal(stdout, '');
       const lines = stderr.trim().split('\n');
       assert.equal(lines.length, 1, stderr);
-      assert.match(lines[0], message);
+      assert.match(lines[0]!, message);
     });
   }
 });
@@ -506,8 +506,8 @@ describe('the owner thread dies of something', () => {
     assert.equal(exit.code, 1, d.output);
     const fatal = d.stderr.split('\n').filter((l) => l.includes('"level":60'));
     assert.equal(fatal.length, 1, d.output);
-    assert.match(fatal[0], /test hook: owner thread crashed \(loop\)/);
-    assert.doesNotMatch(fatal[0], /it is being restarted/);
+    assert.match(fatal[0]!, /test hook: owner thread crashed \(loop\)/);
+    assert.doesNotMatch(fatal[0]!, /it is being restarted/);
     assert.ok(existsSync(stateFile));
   });
 });

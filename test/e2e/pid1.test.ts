@@ -28,7 +28,7 @@ const unshareWorks = (() => {
 function childOf(pid: number): number {
   const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
   assert.equal(children.length, 1);
-  return children[0];
+  return children[0]!;
 }
 
 describe('as PID 1 in a PID namespace', { skip: unshareWorks ? false : 'unshare --pid is not permitted here' }, () => {

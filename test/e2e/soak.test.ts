@@ -47,7 +47,7 @@ describe('signals and crashes', () => {
         suite.stub.accepts(String(token.json['access_token'])) || suite.stub.calls.length > callsAtStart,
         'restart serves a token the provider accepts',
       );
-      const moment = (Object.keys(moments) as Array<keyof typeof moments>)[random(4)];
+      const moment = (Object.keys(moments) as Array<keyof typeof moments>)[random(4)]!;
       moments[moment]++;
       let loading = false;
       const pending: Array<Promise<unknown>> = [];

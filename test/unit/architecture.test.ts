@@ -9,7 +9,8 @@ const SRC = fileURLToPath(new URL('../../src/', import.meta.url));
 const files = (readdirSync(SRC, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')).map((f) => join(SRC, f));
 const imports = (file: string): Array<{ spec: string; typeOnly: boolean }> =>
   [...readFileSync(file, 'utf8').matchAll(/^import (type )?[^'"]*from '([^']+)'|import\('([^']+)'\)/gm)].map((m) => ({
-    spec: m[2] ?? m[3],
+    // One alternative or the other matched.
+    spec: (m[2] ?? m[3])!,
     typeOnly: m[1] !== undefined,
   }));
 const rel = (file: string): string => relative(SRC, file);

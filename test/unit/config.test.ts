@@ -49,7 +49,7 @@ describe('configuration', () => {
   });
 
   it('refuses a non-loopback address without an API key', () => {
-    assert.match(problemsOf(() => loadConfig({}, { TOKEND_LISTEN: '0.0.0.0:4242' }, { needsProvider: false }))[0], /not a loopback address/);
+    assert.match(problemsOf(() => loadConfig({}, { TOKEND_LISTEN: '0.0.0.0:4242' }, { needsProvider: false }))[0] ?? '', /not a loopback address/);
     const c = loadConfig({}, { TOKEND_LISTEN: '0.0.0.0:4242', TOKEND_API_KEY: 'k'.repeat(32) }, { needsProvider: false });
     assert.equal(c.apiKey, 'k'.repeat(32));
   });
@@ -65,8 +65,8 @@ describe('configuration', () => {
     for (const key of [' '.repeat(20), 'k'.repeat(15), `${'k'.repeat(16)} x`, `${'k'.repeat(16)}\t`, `${'k'.repeat(16)}é`, `${'k'.repeat(16)}\u0000`]) {
       const problems = problemsOf(() => loadConfig({}, { ...base, TOKEND_API_KEY: key }, serve));
       assert.equal(problems.length, 1, JSON.stringify(key));
-      assert.match(problems[0], /^TOKEND_API_KEY \(--api-key\): must be at least 16 visible ASCII characters/);
-      assert.ok(!problems[0].includes(key));
+      assert.match(problems[0]!, /^TOKEND_API_KEY \(--api-key\): must be at least 16 visible ASCII characters/);
+      assert.ok(!problems[0]!.includes(key));
     }
     assert.equal(isApiKey('0123456789abcdef'), true);
     assert.equal(isApiKey('!~'.repeat(8)), true);
@@ -78,14 +78,18 @@ describe('configuration', () => {
     for (const bad of ['1e3', '0x3e8', ' 1000']) {
       const problems = problemsOf(() => loadConfig({}, { TOKEND_CLIENT_ID: 'x', TOKEND_UPSTREAM_TIMEOUT_MS: bad }, serve));
       assert.equal(problems.length, 1, bad);
-      assert.match(problems[0], /^TOKEND_UPSTREAM_TIMEOUT_MS \(--upstream-timeout\): must be an integer from 100 to 300000, in plain decimal digits$/);
+      assert.match(problems[0]!, /^TOKEND_UPSTREAM_TIMEOUT_MS \(--upstream-timeout\): must be an integer from 100 to 300000, in plain decimal digits$/);
     }
     assert.equal(loadConfig({}, { TOKEND_CLIENT_ID: 'x', TOKEND_UPSTREAM_TIMEOUT_MS: '1000' }, serve).upstreamTimeoutMs, 1000);
   });
 
   it('listens only on an IP address or localhost: a host name is refused at validation', () => {
     for (const listen of ['no-such-host.invalid:4242', 'example.com:80', '127.1:4242']) {
-      assert.match(problemsOf(() => loadConfig({}, { TOKEND_CLIENT_ID: 'x', TOKEND_LISTEN: listen }, serve))[0], /is not an IP address or localhost/, listen);
+      assert.match(
+        problemsOf(() => loadConfig({}, { TOKEND_CLIENT_ID: 'x', TOKEND_LISTEN: listen }, serve))[0] ?? '',
+        /is not an IP address or localhost/,
+        listen,
+      );
     }
     assert.deepEqual(parseListen('localhost:1'), { kind: 'tcp', host: 'localhost', port: 1 });
     assert.deepEqual(parseListen('127.0.0.1:1'), { kind: 'tcp', host: '127.0.0.1', port: 1 });
@@ -95,8 +99,8 @@ describe('configuration', () => {
     const env = { TOKEND_CLIENT_ID: 'id', TOKEND_PROVIDER: 'oidc', TOKEND_ISSUER: 'http://id.example.com', TOKEND_TOKEN_URL: 'http://10.0.0.5/token' };
     const problems = problemsOf(() => loadConfig({}, env, serve));
     assert.equal(problems.length, 2, problems.join('\n'));
-    assert.match(problems[0], /^TOKEND_ISSUER .*plain http/);
-    assert.match(problems[1], /^TOKEND_TOKEN_URL .*plain http/);
+    assert.match(problems[0]!, /^TOKEND_ISSUER .*plain http/);
+    assert.match(problems[1]!, /^TOKEND_TOKEN_URL .*plain http/);
     const local = loadConfig({}, { ...env, TOKEND_ISSUER: 'http://127.0.0.1:4243', TOKEND_TOKEN_URL: 'http://localhost:9/token' }, serve);
     assert.equal(local.provider.tokenUrl, 'http://localhost:9/token');
   });

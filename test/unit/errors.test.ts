@@ -13,6 +13,7 @@ it("the README's error table lists every code with its HTTP status and exit code
       .split('|')
       .slice(1, 4)
       .map((c) => c.trim());
+    assert.ok(codes !== undefined && status !== undefined, line);
     for (const code of codes.match(/`[a-z_]+`/g)!) documented.set(code.slice(1, -1), { status: status, exit: Number(exit) });
   }
   assert.deepEqual([...documented.keys()].sort(), Object.keys(errorCodes).sort());

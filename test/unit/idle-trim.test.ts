@@ -136,7 +136,7 @@ describe('trim when idle', () => {
     trimmer.stop();
     const after = youngGenerationSize();
     assert.ok(after < grown / 2, `young generation ${before} -> ${grown} -> ${after} bytes after 30 s of quiet`);
-    if (trims.length > 0) assert.equal(trims[0].youngBefore, grown);
+    if (trims.length > 0) assert.equal(trims[0]!.youngBefore, grown);
     assert.equal((globalThis as { gc?: unknown }).gc, undefined, 'no gc() on the global object');
   });
 

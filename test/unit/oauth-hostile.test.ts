@@ -47,7 +47,7 @@ describe('expires_in is bounded: every answer gives a lifetime that can be writt
       assert.equal(r.expiresInSec, sec);
       if (warning) {
         assert.equal(r.warnings.length, 1);
-        assert.match(r.warnings[0], warning);
+        assert.match(r.warnings[0]!, warning);
       } else assert.deepEqual(r.warnings, []);
       // The owner stores now + lifetime as an ISO date: it must always be writable.
       assert.doesNotThrow(() => new Date(NOW + r.expiresInSec * 1000).toISOString());
