@@ -177,6 +177,14 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
       // A refresh in flight is waited for up to its own deadline at least: a stop request never abandons a
       // provider that may still answer with a rotation. Past that, the owner abandons it and closes.
       const waitMs = Math.max(config.shutdownTimeoutMs, config.upstreamTimeoutMs + 1_000);
+      // Whatever else hangs (the thread pool, a socket), the process ends: the last word is a line saying so.
+      const hardStop = setTimeout(
+        () => {
+          log.fatal({ waitedMs: waitMs + CLOSE_GRACE_MS + 5_000 }, 'the stop did not finish in time: exiting');
+          resolveDone(1);
+        },
+        waitMs + CLOSE_GRACE_MS + 5_000,
+      );
       const result = await withDeadline(running.close(waitMs), waitMs + CLOSE_GRACE_MS);
       if (result === null) {
         // The owner thread is stuck (a hung disk, a busy loop): nothing it holds can be written now.
@@ -186,6 +194,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
       } else if (!result.ok) log.error({ code: result.error.code }, result.error.message);
       await closed;
       socket?.remove();
+      clearTimeout(hardStop);
       log.info({ version: running.snapshot.version }, 'stopped');
       resolveDone(code);
       return code;

@@ -21,6 +21,9 @@ import type { Log, Logger } from '../log.js';
 import { releaseOwner, wrapOwner, type OwnerRemote } from '../protocol.js';
 import { startOwnerThread, type OwnerThread } from './owner-thread.js';
 
+/** How long a new owner thread may take to boot and take its attach task. */
+const ATTACH_DEADLINE_MS = 15_000;
+
 /** More deaths than this within a minute and the daemon gives up. */
 const MAX_RESTARTS_PER_MINUTE = 5;
 
@@ -135,14 +138,17 @@ export class OwnerHandle {
     events.port1.on('message', (event: OwnerEvent) => this.#onEvent(event));
     // Only the current owner's port counts: a port of an attach that failed closes too.
     rpc.port1.once('close', () => generation === this.#generation && void this.#onDeath());
+    // piscina stops replacing a worker that keeps dying while it boots: then the task would wait forever.
+    const deadline = AbortSignal.timeout(ATTACH_DEADLINE_MS);
     try {
-      await this.#pool.run({ rpc: rpc.port2, events: events.port2 }, { transferList: [rpc.port2, events.port2] });
+      await this.#pool.run({ rpc: rpc.port2, events: events.port2 }, { transferList: [rpc.port2, events.port2], signal: deadline });
       // One thread at most: the one that ran the attach task.
       this.#end = new ThreadEnd(this.#pool.threads[0]);
     } catch (err) {
       this.#generation++;
       for (const port of this.#ports) port.close();
-      return { ok: false, error: { code: 'internal_error', message: `the owner thread did not start: ${(err as Error).message}`, details: { retry: true } } };
+      const why = deadline.aborted ? `no thread took it within ${ATTACH_DEADLINE_MS / 1000} s` : (err as Error).message;
+      return { ok: false, error: { code: 'internal_error', message: `the owner thread did not start: ${why}`, details: { retry: !deadline.aborted } } };
     }
     this.#remote = wrapOwner(rpc.port1);
     const started = await this.#call((r) => r.start(this.#options));
@@ -282,6 +288,10 @@ export class OwnerHandle {
   /** End the worker thread. */
   async destroy(): Promise<void> {
     this.#closing = true;
-    await this.#pool.destroy().catch(() => undefined);
+    // Bounded: a pool whose worker is wedged must not hold the process.
+    let timer: NodeJS.Timeout | undefined;
+    const bounded = new Promise<void>((resolve) => (timer = setTimeout(resolve, 3_000)));
+    await Promise.race([this.#pool.destroy().catch(() => undefined), bounded]);
+    clearTimeout(timer);
   }
 }

@@ -68,7 +68,8 @@ export async function readBody(body: Readable, headers: Headers, limit = MAX_BOD
     discard(body);
     throw new BodyTooLarge(limit);
   }
-  const decoder = codings.length === 1 ? decoders[codings[0]!] : undefined;
+  // Own keys only: a coding named `constructor` must not find Object's.
+  const decoder = codings.length === 1 && Object.hasOwn(decoders, codings[0]!) ? decoders[codings[0]!] : undefined;
   if (codings.length > 1 || (codings.length === 1 && !decoder)) {
     discard(body);
     throw new BodyUndecodable(`the answer is in a content coding tokend does not decode (${codings.join(', ').slice(0, 40)})`);

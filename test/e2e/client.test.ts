@@ -80,10 +80,11 @@ describe('client library', () => {
     await finish(d);
   });
 
-  it('20 client processes reading over HTTP and from the file while the token refreshes every second: 0 torn reads, 0 stale tokens', async (t) => {
-    suite.stub.expiresIn = 2;
+  it('20 client processes reading over HTTP and from the file while the token refreshes every 1.5 s: 0 torn reads, 0 stale tokens', async (t) => {
+    // 3 s tokens, refreshed at half-life: 1.5 s of slack for each refresh while 20 readers and another test file load 2 cores.
+    suite.stub.expiresIn = 3;
     try {
-      const d = await start({ TOKEND_WAKE_INTERVAL_MS: '100' }, 2);
+      const d = await start({ TOKEND_WAKE_INTERVAL_MS: '100' }, 3);
       const refreshes = suite.stub.calls.length;
       const readers = Array.from({ length: 20 }, (_, i) => {
         const mode = i % 2 === 0 ? 'http' : 'file';
@@ -95,7 +96,7 @@ describe('client library', () => {
       );
       const total = (mode: string, key: 'reads' | 'torn' | 'stale' | 'errors'): number =>
         reports.filter((r) => r.mode === mode).reduce((a, r) => a + r[key], 0);
-      assert.ok(suite.stub.calls.length - refreshes >= 4, `the token refreshed during the run (${suite.stub.calls.length - refreshes} times)`);
+      assert.ok(suite.stub.calls.length - refreshes >= 3, `the token refreshed during the run (${suite.stub.calls.length - refreshes} times)`);
       assert.equal(total('file', 'torn'), 0);
       assert.equal(total('file', 'stale'), 0);
       assert.equal(total('http', 'stale'), 0);

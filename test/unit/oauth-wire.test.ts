@@ -189,6 +189,9 @@ describe('compressed answers', () => {
     await assert.rejects(readBody(Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), {}, 1000), BodyTooLarge);
     assert.equal(await readBody(Readable.from([Buffer.from('\ufeff{}')]), {}, 1000), '{}');
     await assert.rejects(readBody(Readable.from([Buffer.from('x')]), { 'content-encoding': 'gzip, br' }), BodyUndecodable);
+    for (const coding of ['constructor', 'toString', '__proto__']) {
+      await assert.rejects(readBody(Readable.from([Buffer.from('x')]), { 'content-encoding': coding }), BodyUndecodable, coding);
+    }
   });
 });
 
