@@ -1,6 +1,10 @@
 /**
  * Every error tokend reports, with its HTTP status and CLI exit code.
  * The code is the contract: messages may change, codes do not.
+ *
+ * `status: null` marks a code the CLI reports and no HTTP answer carries as
+ * its own (its README row shows "—"): `httpStatusOf` takes only codes with a
+ * status, so calling it with one of these does not compile.
  */
 export const errorCodes = {
   invalid_request: { status: 400, exit: 2 },
@@ -21,14 +25,20 @@ export const errorCodes = {
   shutting_down: { status: 503, exit: 1 },
   overloaded: { status: 503, exit: 1 },
   not_ready: { status: 503, exit: 1 },
-  daemon_unreachable: { status: 503, exit: 1 },
-  state_corrupt: { status: 500, exit: 1 },
-  state_locked: { status: 500, exit: 75 },
-  config_invalid: { status: 500, exit: 2 },
-  login_failed: { status: 500, exit: 1 },
-} as const satisfies Record<string, { status: number; exit: number }>;
+  daemon_unreachable: { status: null, exit: 1 },
+  state_corrupt: { status: null, exit: 1 },
+  state_locked: { status: null, exit: 75 },
+  config_invalid: { status: null, exit: 2 },
+  login_failed: { status: null, exit: 1 },
+  address_in_use: { status: null, exit: 1 },
+  listen_failed: { status: null, exit: 1 },
+} as const satisfies Record<string, { status: number | null; exit: number }>;
 
 export type ErrorCode = keyof typeof errorCodes;
+/** The codes an HTTP answer carries, each with its own status. */
+export type HttpErrorCode = { [C in ErrorCode]: (typeof errorCodes)[C]['status'] extends number ? C : never }[ErrorCode];
+/** The codes only the CLI reports (an exit code, no HTTP status). */
+export type CliErrorCode = Exclude<ErrorCode, HttpErrorCode>;
 
 /** Plain data form of an error: what crosses threads and the wire. */
 export interface ErrorData {
@@ -61,7 +71,11 @@ export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && Object.hasOwn(errorCodes, value);
 }
 
-export function httpStatusOf(code: ErrorCode): number {
+export function isHttpErrorCode(code: ErrorCode): code is HttpErrorCode {
+  return errorCodes[code].status !== null;
+}
+
+export function httpStatusOf(code: HttpErrorCode): number {
   return errorCodes[code].status;
 }
 

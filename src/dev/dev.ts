@@ -54,10 +54,10 @@ export interface DevSession {
 function requirePrivateDir(dir: string): void {
   const problem = privateDirProblem(dir, { refuseSymlink: true });
   if (problem) {
-    throw new StartError(
-      { code: 'config_invalid', message: `refusing the dev directory: ${problem}; remove it if it is not yours, or pass --dir with a private directory` },
-      2,
-    );
+    throw new StartError({
+      code: 'config_invalid',
+      message: `refusing the dev directory: ${problem}; remove it if it is not yours, or pass --dir with a private directory`,
+    });
   }
 }
 

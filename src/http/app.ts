@@ -8,12 +8,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import polka, { type Middleware } from 'polka';
-import { TokendError, httpStatusOf, isErrorCode, type ErrorData } from '../errors.js';
+import { TokendError, isErrorCode, type ErrorCode, type ErrorData } from '../errors.js';
 import type { Log } from '../log.js';
 import type { Metrics } from '../main/metrics.js';
 import { Admission } from './admission.js';
 import { createCors, createGuard, isPreflight, preflightHeaders, type GuardOptions } from './guards.js';
-import { fail, sendError } from './reply.js';
+import { answerStatus, fail, sendError } from './reply.js';
 import { routes, type Backend } from './routes.js';
 
 export interface HttpOptions extends GuardOptions {
@@ -75,18 +75,29 @@ export function createHttpServer(opts: HttpOptions): Server {
 
   const onError = (err: unknown, res: ServerResponse, route: number, t0: number): void => {
     try {
-      answerError(err instanceof Error || typeof err === 'string' ? err : new Error(String(err)), res);
+      answerError(err instanceof Error || typeof err === 'string' ? err : new Error(String(err)), res, route);
     } finally {
       record(res, route, t0);
     }
   };
   const app = polka();
 
-  function answerError(err: string | Error, res: ServerResponse): void {
+  /**
+   * A refusal or a client error (a 4xx answer) is logged at debug: its code
+   * and route, never the request's headers, body or tokens. Called only where
+   * an error is answered, never on a served request.
+   */
+  const refused = (code: ErrorCode, route: number): void => {
+    const status = answerStatus(code);
+    if (status < 500) log.debug({ code, status, route: labels[route] }, 'request refused');
+  };
+
+  function answerError(err: string | Error, res: ServerResponse, route: number): void {
     const e = typeof err === 'string' ? new Error(err) : err;
     if (e instanceof TokendError || (isErrorCode((e as { code?: unknown }).code) && e instanceof Error)) {
       const te = e as TokendError;
-      if (httpStatusOf(te.code) >= 500) log.error({ code: te.code, err: te.message }, 'request failed');
+      if (answerStatus(te.code) >= 500) log.error({ code: te.code, err: te.message }, 'request failed');
+      else refused(te.code, route);
       if (!res.headersSent) sendError(res, { code: te.code, message: te.message });
       return;
     }
@@ -103,7 +114,7 @@ export function createHttpServer(opts: HttpOptions): Server {
    * step per request cost ~30% of throughput in `npm run bench`.
    * Answers the request and returns true when it must not reach the route.
    */
-  const refuse = (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
+  const refuse = (req: IncomingMessage, res: ServerResponse, path: string, route: number): boolean => {
     cors(req, res);
     // Settled by now: the dispatch waits for a verdict still being made.
     const refusal = admission.verdict(req.socket) as ErrorData | undefined;
@@ -111,15 +122,17 @@ export function createHttpServer(opts: HttpOptions): Server {
       // One answer is enough: nothing more is read from this connection, and it is closed once answered.
       closeAfter(req, res);
       sendError(res, refusal, { connection: 'close' });
+      refused(refusal.code, route);
       return true;
     }
     if (opts.isDraining()) {
       fail(res, 'shutting_down', 'tokend is shutting down', { connection: 'close' });
       return true;
     }
-    const refused = guard(req, path);
-    if (!refused) return false;
-    sendError(res, refused);
+    const guarded = guard(req, path);
+    if (!guarded) return false;
+    sendError(res, guarded);
+    refused(guarded.code, route);
     return true;
   };
   /** A route's handler behind the guards, timed; a throw or a rejection lands in onError. */
@@ -127,7 +140,7 @@ export function createHttpServer(opts: HttpOptions): Server {
     (route: number, handler: (req: IncomingMessage, res: ServerResponse, path: string) => void | Promise<void>): Served =>
     (req, res, path, t0) => {
       try {
-        if (refuse(req, res, path)) return record(res, route, t0);
+        if (refuse(req, res, path, route)) return record(res, route, t0);
         const socket = req.socket;
         const pending = pendingOn.get(socket) ?? 0;
         if (pending >= MAX_PENDING_PER_CONNECTION) {
@@ -166,8 +179,14 @@ export function createHttpServer(opts: HttpOptions): Server {
   }
   const noMatch = serve(OTHER, (req, res, path) => {
     const methods = allowed.get(path);
-    if (!methods) return fail(res, 'not_found', `no route ${path}`);
-    if (req.method !== 'OPTIONS') return fail(res, 'method_not_allowed', `${req.method} is not allowed on ${path}`, { allow: methods.join(', ') });
+    if (!methods) {
+      fail(res, 'not_found', `no route ${path}`);
+      return refused('not_found', OTHER);
+    }
+    if (req.method !== 'OPTIONS') {
+      fail(res, 'method_not_allowed', `${req.method} is not allowed on ${path}`, { allow: methods.join(', ') });
+      return refused('method_not_allowed', OTHER);
+    }
     // The guard has refused a preflight from an origin not allowed; this one may go ahead.
     res.writeHead(204, { allow: methods.join(', '), 'cache-control': 'no-store', ...(isPreflight(req) ? preflightHeaders(methods) : {}) });
     res.end();
@@ -246,7 +265,10 @@ export function createHttpServer(opts: HttpOptions): Server {
       status === 408
         ? `the request did not arrive in time (headers within ${HEADERS_TIMEOUT_MS / 1000} s, the whole request within ${REQUEST_TIMEOUT_MS / 1000} s)`
         : `malformed request (${err.code ?? 'error'})`;
-    const body = JSON.stringify({ error: status === 431 ? 'payload_too_large' : 'invalid_request', message });
+    const code = status === 431 ? 'payload_too_large' : 'invalid_request';
+    // Before any route: the parser's reason (an llhttp code), never what the client sent.
+    log.debug({ code, status, reason: err.code ?? 'error' }, 'malformed request refused');
+    const body = JSON.stringify({ error: code, message });
     socket.end(
       `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     );

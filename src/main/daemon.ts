@@ -16,7 +16,7 @@ import { connect } from 'node:net';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { DaemonStatus, OwnerOptions } from '../contract.js';
-import { exitCodeOf, type ErrorData } from '../errors.js';
+import { exitCodeOf, type ErrorCode, type ErrorData } from '../errors.js';
 import type { EventHub } from '../http/events.js';
 import type { Logger } from '../log.js';
 import { formatListen, type Config, type Listen } from './config.js';
@@ -62,12 +62,14 @@ export function ownerOptions(config: Config, instance: string): OwnerOptions {
   };
 }
 
+/** The daemon did not start: `error` says why, and its code the exit code (from the catalogue). */
 export class StartError extends Error {
-  constructor(
-    readonly error: ErrorData,
-    readonly exitCode: number,
-  ) {
+  constructor(readonly error: ErrorData) {
     super(error.message);
+  }
+
+  get exitCode(): number {
+    return exitCodeOf(this.error.code);
   }
 }
 
@@ -135,7 +137,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
   } catch (err) {
     // The owner's verdict comes first: "owned by pid N" (exit 75) says more than "address in use".
     const started = await starting;
-    if (!started.ok) throw new StartError(started.error, exitCodeOf(started.error.code));
+    if (!started.ok) throw new StartError(started.error);
     await started.value.close(0);
     await started.value.destroy();
     throw listenFailure(config.listen, err);
@@ -149,7 +151,7 @@ export async function startDaemon(config: Config, logging: Promise<Logger>, thre
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
     socket?.remove();
-    throw new StartError(started.error, exitCodeOf(started.error.code));
+    throw new StartError(started.error);
   }
   const running = (owner = started.value);
   metrics.setSnapshot(running.snapshot);
@@ -265,29 +267,43 @@ async function listen(server: Server, where: Listen): Promise<Bound> {
   return { address: formatListen({ kind: 'tcp', host: where.host, port: addr.port }), socket: null };
 }
 
-/** A listen failure that a person must fix (exit 2), or a busy address (exit 1). */
+/** Why a listen cannot work. */
+type ListenFailureCode = Extract<ErrorCode, 'config_invalid' | 'address_in_use' | 'listen_failed'>;
+
+/** A listen refused before binding: a setting a person must fix (`config_invalid`), or a busy address (`address_in_use`). */
 class ListenRefused extends Error {
   constructor(
+    readonly code: ListenFailureCode,
     message: string,
-    readonly exitCode: number,
   ) {
     super(message);
   }
 }
 
-function listenFailure(where: Listen, err: unknown): StartError {
+/** Why the daemon cannot listen at `where`, from listen's error (exported for its unit test). */
+export function listenFailure(where: Listen, err: unknown): StartError {
   const at = `cannot listen on ${formatListen(where)}`;
-  if (err instanceof ListenRefused) return new StartError({ code: 'config_invalid', message: `${at}: ${err.message}` }, err.exitCode);
-  const e = err as NodeJS.ErrnoException;
-  const why: Record<string, [string, number]> = {
-    EADDRINUSE: ['address already in use', 1],
-    EADDRNOTAVAIL: ['the address is not available on this host', 2],
-    EACCES: [where.kind === 'unix' ? 'permission denied' : 'permission denied (ports below 1024 need privileges)', 2],
-    EPERM: ['permission denied', 2],
-    ENOENT: ['no such directory', 2],
-  };
-  const [message, exitCode] = why[e.code ?? ''] ?? [e.code ?? e.message, 1];
-  return new StartError({ code: 'config_invalid', message: `${at}: ${message}` }, exitCode);
+  if (err instanceof ListenRefused) return new StartError({ code: err.code, message: `${at}: ${err.message}` });
+  const [code, message] = listenErrorMeaning(where, err as NodeJS.ErrnoException);
+  return new StartError({ code, message: `${at}: ${message}` });
+}
+
+/** What listen's error means: a busy address, a setting to fix, or (any other) `listen_failed`. */
+function listenErrorMeaning(where: Listen, e: NodeJS.ErrnoException): readonly [ListenFailureCode, string] {
+  switch (e.code) {
+    case 'EADDRINUSE':
+      return ['address_in_use', 'address already in use'];
+    case 'EADDRNOTAVAIL':
+      return ['config_invalid', 'the address is not available on this host'];
+    case 'EACCES':
+      return ['config_invalid', where.kind === 'unix' ? 'permission denied' : 'permission denied (ports below 1024 need privileges)'];
+    case 'EPERM':
+      return ['config_invalid', 'permission denied'];
+    case 'ENOENT':
+      return ['config_invalid', 'no such directory'];
+    default:
+      return ['listen_failed', e.code ?? e.message];
+  }
 }
 
 /** Longest unix socket path (sun_path, less its NUL): a longer one would be silently cut short. */
@@ -303,10 +319,13 @@ async function socketTempPath(path: string): Promise<string> {
   const temp = join(dirname(path), `.tokend-${randomBytes(6).toString('hex')}.sock`);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES || Buffer.byteLength(temp) > MAX_SOCKET_PATH_BYTES) {
     const dirMax = MAX_SOCKET_PATH_BYTES - (Buffer.byteLength(temp) - Buffer.byteLength(dirname(path)));
-    throw new ListenRefused(`the socket path is too long: at most ${MAX_SOCKET_PATH_BYTES} bytes, in a directory whose path has at most ${dirMax}`, 2);
+    throw new ListenRefused(
+      'config_invalid',
+      `the socket path is too long: at most ${MAX_SOCKET_PATH_BYTES} bytes, in a directory whose path has at most ${dirMax}`,
+    );
   }
   const dirProblem = socketDirProblem(dirname(path));
-  if (dirProblem) throw new ListenRefused(dirProblem, 2);
+  if (dirProblem) throw new ListenRefused('config_invalid', dirProblem);
   const found = requireSocketOrNothing(path);
   if (!found) return temp;
   const answer = await new Promise<string | null>((resolve) => {
@@ -317,8 +336,8 @@ async function socketTempPath(path: string): Promise<string> {
     });
     s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
   });
-  if (answer === null) throw new ListenRefused(`${path} is in use: another process answers on it`, 1);
-  if (answer !== 'ECONNREFUSED') throw new ListenRefused(`cannot tell whether ${path} is in use (${answer}); remove it if it is stale`, 2);
+  if (answer === null) throw new ListenRefused('address_in_use', `${path} is in use: another process answers on it`);
+  if (answer !== 'ECONNREFUSED') throw new ListenRefused('config_invalid', `cannot tell whether ${path} is in use (${answer}); remove it if it is stale`);
   return temp;
 }
 
@@ -342,7 +361,7 @@ function socketDirProblem(dir: string): string | null {
 /** What is at the socket's path, when it is a socket; null when nothing is; refused otherwise. */
 function requireSocketOrNothing(path: string): Stats | null {
   const found = lstatOrNull(path);
-  if (found && !found.isSocket()) throw new ListenRefused(`${path} exists and is not a socket; refusing to replace it`, 2);
+  if (found && !found.isSocket()) throw new ListenRefused('config_invalid', `${path} exists and is not a socket; refusing to replace it`);
   return found;
 }
 
