@@ -34,7 +34,8 @@ export interface RefresherDeps {
   readonly log: Log;
 }
 
-const RETRYABLE = new Set<ErrorData['code']>(['upstream_error', 'persist_failed']);
+// internal_error too: an unexpected failure must back off, not retry at every wake-up against an overdue token.
+const RETRYABLE = new Set<ErrorData['code']>(['upstream_error', 'persist_failed', 'internal_error']);
 
 /** The least time between the starts of two attempts. */
 export const MIN_SPACING_MS = 1_000;
