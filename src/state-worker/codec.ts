@@ -205,7 +205,8 @@ export function clampTimeMs(ms: number | null): number | null {
   return Math.min(MAX_DATE_MS, Math.max(-MAX_DATE_MS, ms));
 }
 
-const iso = (ms: number | null): string | null => {
+/** ISO-8601 of `ms`, clamped into the range a Date can hold; null for none. */
+export const iso = (ms: number | null): string | null => {
   const clamped = clampTimeMs(ms);
   return clamped === null ? null : new Date(clamped).toISOString();
 };

@@ -23,7 +23,7 @@ import type { Log } from '../log.js';
 import type { StoredState, StoredTokens } from './codec.js';
 import { StateLock } from './lock.js';
 import type { OAuthClient, TokenResponse, UpstreamFailure } from './oauth.js';
-import { clampTimeMs } from './codec.js';
+import { clampTimeMs, iso } from './codec.js';
 import { Refresher } from './refresher.js';
 import { isAboutToExpire } from '../expiry.js';
 import { StateStore } from './store.js';
@@ -285,7 +285,7 @@ export class Owner {
       intent: null,
     }));
     this.#log.info(
-      { accessFingerprint: fingerprint(response.accessToken), expiresAt: isoOrNull(this.#state!.tokens!.expiresAtMs), version: this.#state!.version },
+      { accessFingerprint: fingerprint(response.accessToken), expiresAt: iso(this.#state!.tokens!.expiresAtMs), version: this.#state!.version },
       'token refreshed',
     );
   }
@@ -530,8 +530,3 @@ function keepRefreshToken(cur: StoredTokens | null, given: string | null): Pick<
   // A replaced token not yet succeeded by a redeemed one stays: it is the last one known to work, not the one set in between.
   return { refreshToken: given, replacedRefreshToken: cur?.replacedRefreshToken ?? current };
 }
-
-const isoOrNull = (ms: number | null): string | null => {
-  const clamped = clampTimeMs(ms);
-  return clamped === null ? null : new Date(clamped).toISOString();
-};

@@ -183,9 +183,15 @@ export class StateStore {
       const kind = notRegular(st);
       if (kind) throw unsafe(`state file ${this.#path} is ${kind}, not a regular file`);
       if (st.size > MAX_STATE_BYTES) return new FileText(null);
-      const buf = Buffer.alloc(MAX_STATE_BYTES + 1);
+      // Sized by the file (read at every save), grown once if the file grew since the stat.
+      let buf = Buffer.allocUnsafe(st.size + 1);
       let length = 0;
       for (;;) {
+        if (length === buf.length) {
+          const bigger = Buffer.allocUnsafe(MAX_STATE_BYTES + 1);
+          buf.copy(bigger, 0, 0, length);
+          buf = bigger;
+        }
         const { bytesRead } = await handle.read(buf, length, buf.length - length, length);
         if (bytesRead === 0) break;
         length += bytesRead;
