@@ -106,7 +106,25 @@ export function createHttpServer(opts: HttpOptions): Server {
     else res.destroy();
   }
 
+  /** Requests of each connection held for a later answer (see MAX_PENDING_PER_CONNECTION). */
   const pendingOn = new WeakMap<Socket, number>();
+  const slotsFull = (socket: Socket): boolean => (pendingOn.get(socket) ?? 0) >= MAX_PENDING_PER_CONNECTION;
+  const hold = (socket: Socket): void => void pendingOn.set(socket, (pendingOn.get(socket) ?? 0) + 1);
+  const release = (socket: Socket): void => void pendingOn.set(socket, (pendingOn.get(socket) ?? 1) - 1);
+  /** The answer to a connection with every slot taken: 503, then closed. */
+  const tooMany = (req: IncomingMessage, res: ServerResponse): void => {
+    closeAfter(req, res);
+    fail(res, 'overloaded', `more than ${MAX_PENDING_PER_CONNECTION} requests of this connection are waiting for their answers`, { connection: 'close' });
+  };
+  /** Answer `req` once `until` settles, holding one of its connection's slots meanwhile. */
+  const later = (req: IncomingMessage, res: ServerResponse, until: Promise<unknown>, then: () => void): void => {
+    if (slotsFull(req.socket)) return tooMany(req, res);
+    hold(req.socket);
+    void until.then(() => {
+      release(req.socket);
+      then();
+    });
+  };
 
   /**
    * Guards and timing run inside each route's handler, not as a polka
@@ -142,19 +160,16 @@ export function createHttpServer(opts: HttpOptions): Server {
       try {
         if (refuse(req, res, path, route)) return record(res, route, t0);
         const socket = req.socket;
-        const pending = pendingOn.get(socket) ?? 0;
-        if (pending >= MAX_PENDING_PER_CONNECTION) {
-          closeAfter(req, res);
-          fail(res, 'overloaded', `more than ${MAX_PENDING_PER_CONNECTION} requests of this connection are waiting for their answers`, { connection: 'close' });
+        if (slotsFull(socket)) {
+          tooMany(req, res);
           return record(res, route, t0);
         }
         const out = handler(req, res, path);
         if (out instanceof Promise) {
-          pendingOn.set(socket, pending + 1);
-          const settled = (): void => void pendingOn.set(socket, (pendingOn.get(socket) ?? 1) - 1);
+          hold(socket);
           out.then(
-            () => (settled(), record(res, route, t0)),
-            (err: unknown) => (settled(), onError(err, res, route, t0)),
+            () => (release(socket), record(res, route, t0)),
+            (err: unknown) => (release(socket), onError(err, res, route, t0)),
           );
         } else record(res, route, t0);
       } catch (err) {
@@ -208,21 +223,8 @@ export function createHttpServer(opts: HttpOptions): Server {
     const verdict = admission.verdict(req.socket);
     if (verdict !== undefined) {
       // The peer is still being identified: this request waits for the verdict.
-      if (verdict instanceof Promise) {
-        // Requests parsed meanwhile wait, a few of them: a client pipelining past that is not waited for.
-        const waiting = pendingOn.get(req.socket) ?? 0;
-        if (waiting >= MAX_PENDING_PER_CONNECTION) {
-          closeAfter(req, res);
-          return fail(res, 'overloaded', `more than ${MAX_PENDING_PER_CONNECTION} requests of this connection are waiting for their answers`, {
-            connection: 'close',
-          });
-        }
-        pendingOn.set(req.socket, waiting + 1);
-        return void verdict.then(() => {
-          pendingOn.set(req.socket, (pendingOn.get(req.socket) ?? 1) - 1);
-          dispatch(req, res);
-        });
-      }
+      // Requests parsed meanwhile wait, a few of them: a client pipelining past that is not waited for.
+      if (verdict instanceof Promise) return later(req, res, verdict, () => dispatch(req, res));
       // A connection past the cap already has its answer: nothing it sends is served.
       if (verdict.code === 'overloaded') return void req.resume();
     }
@@ -233,7 +235,7 @@ export function createHttpServer(opts: HttpOptions): Server {
     const starting = opts.starting();
     if (starting === null || path === '/healthz') return route(req, res, path, t0);
     if (path === '/readyz') return notYetReady(req, res, path, t0);
-    void starting.then(() => route(req, res, path, t0));
+    later(req, res, starting, () => route(req, res, path, t0));
   };
 
   const server = createServer(
