@@ -100,10 +100,33 @@ export function trustedFile(path: string): boolean {
   try {
     const st = lstatSync(path);
     if (!st.isFile() || ownershipProblem(st, path) !== null) return false;
-    return privateDirProblem(dirname(path)) === null;
+    return privateDirProblem(dirname(path)) === null && ancestorsProblem(dirname(path)) === null;
   } catch {
     return false;
   }
+}
+
+/**
+ * Why another user could replace an entry of `dir` (a socket, say) with their
+ * own, or null: `dir` owned by someone else, writable by others without the
+ * sticky bit, or an ancestor that lets them swap `dir` itself. A missing `dir`
+ * is no problem here (whoever uses it finds it missing).
+ */
+export function replaceableProblem(dir: string, owners: ReadonlySet<number> = trustedOwners()): string | null {
+  let st: Stats;
+  try {
+    st = statSync(dir);
+  } catch {
+    return null;
+  }
+  if (myUid() !== null && !owners.has(st.uid)) return `${dir} is owned by uid ${st.uid}, who could replace what is in it`;
+  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) return `${dir} is writable by other users without the sticky bit: they could replace what is in it`;
+  return ancestorsProblem(dir, owners);
+}
+
+/** This user and root: who may own what tokend trusts. */
+function trustedOwners(): ReadonlySet<number> {
+  return new Set([myUid() ?? 0, 0]);
 }
 
 /**
@@ -111,7 +134,7 @@ export function trustedFile(path: string): boolean {
  * Whoever may rename entries in an ancestor (its owner, or anyone when it is
  * writable without the sticky bit, as /tmp has) can replace the whole path.
  */
-export function ancestorsProblem(dir: string): string | null {
+export function ancestorsProblem(dir: string, owners: ReadonlySet<number> = trustedOwners()): string | null {
   for (let cur = dirname(dir); ; cur = dirname(cur)) {
     let st: Stats;
     try {
@@ -119,8 +142,7 @@ export function ancestorsProblem(dir: string): string | null {
     } catch (err) {
       return `cannot inspect ${cur} (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
     }
-    const uid = myUid();
-    if (uid !== null && st.uid !== uid && st.uid !== 0) return `${dir} lies inside ${cur}, which is owned by uid ${st.uid}: that user could replace it`;
+    if (myUid() !== null && !owners.has(st.uid)) return `${dir} lies inside ${cur}, which is owned by uid ${st.uid}: that user could replace it`;
     if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
       return `${dir} lies inside ${cur}, which other users may write to without the sticky bit (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}): they could replace it; run: chmod go-w ${cur}`;
     }

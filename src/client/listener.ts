@@ -5,8 +5,9 @@
  * its path, and would then receive the API key, `tokend set`'s refresh token,
  * and answer with a token of their own.
  */
-import { lstatSync, readFileSync, statSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { replaceableProblem } from '../fs-safety.js';
 import { tableAddress, TCP_TABLES } from '../http/peer.js';
 
 /** A listening socket in /proc/net/tcp{,6}. */
@@ -74,16 +75,7 @@ function socketProblem(path: string, trusted: ReadonlySet<number>): string | nul
   }
   if (!st.isSocket()) return `${path} is not a socket`;
   if (!trusted.has(st.uid)) return `the socket ${path} belongs to uid ${st.uid}, not to you or root: refusing to send it anything`;
-  let dir;
-  try {
-    dir = statSync(dirname(path));
-  } catch {
-    return null;
-  }
-  // Another user who may rename entries in the directory could swap the socket for one of their own.
-  const othersMayRename = (dir.mode & 0o022) !== 0 && (dir.mode & 0o1000) === 0;
-  if (!trusted.has(dir.uid) || othersMayRename) {
-    return `the socket's directory ${dirname(path)} can be changed by other users, who could swap the socket for their own: refusing to send it anything`;
-  }
+  const dirProblem = replaceableProblem(dirname(path), trusted);
+  if (dirProblem) return `the socket ${path} could be swapped for another's (${dirProblem}): refusing to send it anything`;
   return null;
 }

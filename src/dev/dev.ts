@@ -17,7 +17,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TokendClient } from '../client/index.js';
-import { privateDirProblem, writePrivateFileSync } from '../fs-safety.js';
+import { ancestorsProblem, privateDirProblem, writePrivateFileSync } from '../fs-safety.js';
 import type { Logger } from '../log.js';
 import { loadConfig, type Config } from '../main/config.js';
 import { StartError, startDaemon, type RunningDaemon } from '../main/daemon.js';
@@ -52,7 +52,8 @@ export interface DevSession {
 
 /** Refuse (exit 2) a dev directory another user could read into or write under. */
 function requirePrivateDir(dir: string): void {
-  const problem = privateDirProblem(dir, { refuseSymlink: true });
+  // The directory itself, and what lies above it: an ancestor others may write lets them swap the whole directory.
+  const problem = privateDirProblem(dir, { refuseSymlink: true }) ?? ancestorsProblem(dir);
   if (problem) {
     throw new StartError({
       code: 'config_invalid',

@@ -10,7 +10,7 @@
  * for the provider), never skips writing an answer that has arrived.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { lstatSync, statSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { connect } from 'node:net';
 import type { Server } from 'node:http';
@@ -19,6 +19,7 @@ import type { DaemonStatus, OwnerOptions } from '../contract.js';
 import { exitCodeOf, type ErrorCode, type ErrorData } from '../errors.js';
 import type { EventHub } from '../http/events.js';
 import type { Logger } from '../log.js';
+import { replaceableProblem } from '../fs-safety.js';
 import { formatListen, type Config, type Listen } from './config.js';
 import { Metrics } from './metrics.js';
 import { trimWhenIdle } from './idle-trim.js';
@@ -324,8 +325,9 @@ async function socketTempPath(path: string): Promise<string> {
       `the socket path is too long: at most ${MAX_SOCKET_PATH_BYTES} bytes, in a directory whose path has at most ${dirMax}`,
     );
   }
-  const dirProblem = socketDirProblem(dirname(path));
-  if (dirProblem) throw new ListenRefused('config_invalid', dirProblem);
+  // Another user who may replace entries of the directory could swap the socket for theirs and hear what clients send.
+  const dirProblem = replaceableProblem(dirname(path));
+  if (dirProblem) throw new ListenRefused('config_invalid', `the socket's directory is unsafe: ${dirProblem}; use a directory of your own`);
   const found = requireSocketOrNothing(path);
   if (!found) return temp;
   const answer = await new Promise<string | null>((resolve) => {
@@ -339,23 +341,6 @@ async function socketTempPath(path: string): Promise<string> {
   if (answer === null) throw new ListenRefused('address_in_use', `${path} is in use: another process answers on it`);
   if (answer !== 'ECONNREFUSED') throw new ListenRefused('config_invalid', `cannot tell whether ${path} is in use (${answer}); remove it if it is stale`);
   return temp;
-}
-
-/**
- * A directory in which another user could rename or replace the socket (and
- * so receive what clients send it): owned by someone else, or writable by
- * group or others without the sticky bit (as /tmp has).
- */
-function socketDirProblem(dir: string): string | null {
-  const st = statOrNull(dir);
-  if (!st) return null; // listen() says it is missing
-  const uid = process.getuid?.() ?? 0;
-  if (st.uid !== uid && st.uid !== 0)
-    return `the socket's directory ${dir} is owned by uid ${st.uid}: another user could replace the socket; use a directory of your own`;
-  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
-    return `the socket's directory ${dir} is writable by other users without the sticky bit: they could replace the socket; use a directory of your own (or chmod +t)`;
-  }
-  return null;
 }
 
 /** What is at the socket's path, when it is a socket; null when nothing is; refused otherwise. */
@@ -392,14 +377,6 @@ class OwnSocket {
 function lstatOrNull(path: string): Stats | null {
   try {
     return lstatSync(path);
-  } catch {
-    return null;
-  }
-}
-
-function statOrNull(path: string): Stats | null {
-  try {
-    return statSync(path);
   } catch {
     return null;
   }

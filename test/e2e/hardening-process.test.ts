@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { connect, createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
@@ -370,6 +370,12 @@ server.listen(...(where.startsWith('unix:') ? [where.slice(5)] : [Number(where.s
     const d = keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: `unix:${join(open, 'tokend.sock')}` }));
     assert.equal(d.result.code, 2, d.output);
     assert.match(d.stderr, /writable by other users without the sticky bit/);
+    // The same one level up: a private socket directory inside an open one can be swapped whole.
+    const inner = join(open, 'private');
+    mkdirSync(inner, { mode: 0o700 });
+    const nested = keep(await runCli(['serve'], { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: `unix:${join(inner, 'tokend.sock')}` }));
+    assert.equal(nested.result.code, 2, nested.output);
+    assert.match(nested.stderr, /lies inside .* which other users may write to without the sticky bit/);
   });
 });
 
@@ -399,6 +405,16 @@ describe('tokend dev refuses a directory another user could use', () => {
       assert.match(r.stderr, /^tokend: refusing the dev directory: .* is writable by every user .*remove it if it is not yours, or pass --dir/m);
       assert.equal(readFileSync(victim, 'utf8'), 'the victim private key');
     }
+  });
+
+  it('a private directory inside one others may write (no sticky bit): refused too, since they could swap the whole directory', async () => {
+    const tmp = tempDir();
+    chmodSync(tmp, 0o777);
+    mkdirSync(devDir(tmp), { mode: 0o700 });
+    const r = await dev(tmp);
+    assert.equal(r.result.code, 2, r.output);
+    assert.match(r.stderr, /^tokend: refusing the dev directory: .* lies inside .* which other users may write to without the sticky bit/m);
+    assert.deepEqual(readdirSync(devDir(tmp)), [], 'nothing written');
   });
 
   it('a symlink in place of the directory: refused, with or without --fresh; the directory it points to is untouched', async () => {
