@@ -30,47 +30,40 @@ describe('token response classification', () => {
     assert.equal(parseTokenResponse(200, undefined, '{"access_token":"a","expires_in":60}', 0).refreshToken, null);
   });
 
+  const answers = (kind: string, cases: Array<[number, string]>): void => {
+    for (const [status, body] of cases)
+      assert.equal(
+        kindOf(() => parseTokenResponse(status, undefined, body, 0)),
+        kind,
+        `${status} ${body}`,
+      );
+  };
+
   it('treats invalid_grant and Monzo bad_refresh_token (and .evicted) as final', () => {
-    assert.equal(
-      kindOf(() => parseTokenResponse(400, undefined, '{"error":"invalid_grant"}', 0)),
-      'invalid_grant',
-    );
-    assert.equal(
-      kindOf(() => parseTokenResponse(401, undefined, '{"code":"unauthorized.bad_refresh_token","message":"x"}', 0)),
-      'invalid_grant',
-    );
-    assert.equal(
-      kindOf(() => parseTokenResponse(401, undefined, '{"code":"unauthorized.bad_refresh_token.evicted"}', 0)),
-      'invalid_grant',
-    );
+    answers('invalid_grant', [
+      [400, '{"error":"invalid_grant"}'],
+      [401, '{"code":"unauthorized.bad_refresh_token","message":"x"}'],
+      [401, '{"code":"unauthorized.bad_refresh_token.evicted"}'],
+    ]);
   });
 
   it('treats 5xx, 429 and 408 as transient, with Retry-After', () => {
-    for (const status of [500, 502, 503, 504, 429, 408])
-      assert.equal(
-        kindOf(() => parseTokenResponse(status, undefined, 'oops', 0)),
-        'transient',
-      );
-    try {
-      parseTokenResponse(503, '12', '', 0);
-    } catch (e) {
-      assert.equal((e as UpstreamFailure).retryAfterMs, 12_000);
-    }
+    answers(
+      'transient',
+      [500, 502, 503, 504, 429, 408].map((status): [number, string] => [status, 'oops']),
+    );
+    assert.throws(
+      () => parseTokenResponse(503, '12', '', 0),
+      (e: unknown) => e instanceof UpstreamFailure && e.retryAfterMs === 12_000,
+    );
   });
 
   it('never accepts a 200 without an access token, or with a body that is not JSON', () => {
-    assert.equal(
-      kindOf(() => parseTokenResponse(200, undefined, '{"refresh_token":"r"}', 0)),
-      'bad_response',
-    );
-    assert.equal(
-      kindOf(() => parseTokenResponse(200, undefined, '{"access_token":', 0)),
-      'bad_response',
-    );
-    assert.equal(
-      kindOf(() => parseTokenResponse(200, undefined, '"a"', 0)),
-      'bad_response',
-    );
+    answers('bad_response', [
+      [200, '{"refresh_token":"r"}'],
+      [200, '{"access_token":'],
+      [200, '"a"'],
+    ]);
   });
 
   it('keeps the provider words but never echoes a token in the message', () => {
