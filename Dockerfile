@@ -23,13 +23,13 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 RUN mkdir -p /var/lib/tokend && chown node:node /var/lib/tokend && chmod 0700 /var/lib/tokend \
-    && ln -s /app/dist/main/cli.js /usr/local/bin/tokend
+    && ln -s /app/dist/cli/main.js /usr/local/bin/tokend
 USER node
 VOLUME ["/var/lib/tokend"]
 EXPOSE 4242
 # Listening on 0.0.0.0 needs an API key: tokend refuses to start without one.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["node", "/app/dist/main/cli.js", "status", "--listen", "127.0.0.1:4242"]
+  CMD ["node", "/app/dist/cli/main.js", "status", "--listen", "127.0.0.1:4242"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "/app/dist/main/cli.js"]
+ENTRYPOINT ["node", "/app/dist/cli/main.js"]
 CMD ["serve"]

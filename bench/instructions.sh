@@ -35,7 +35,7 @@ STATE="$WORK/tokens.json"
 node -e "const n=Date.now();require('fs').writeFileSync('$STATE',JSON.stringify({access_token:'a'.repeat(40),refresh_token:'r'.repeat(40),token_type:'Bearer',expires_at:new Date(n+6*3600e3).toISOString(),obtained_at:new Date(n).toISOString(),provider:'monzo'}),{mode:0o600})"
 TPORT=$(free_port)
 export TOKEND_STATE_FILE=$STATE TOKEND_TOKEN_URL=http://127.0.0.1:9/token TOKEND_CLIENT_ID=bench TOKEND_CLIENT_SECRET=bench TOKEND_LISTEN=127.0.0.1:$TPORT TOKEND_LOG_LEVEL=warn
-T=$(count tokend "$TPORT" node "$ROOT/dist/main/cli.js" serve)
+T=$(count tokend "$TPORT" node "$ROOT/dist/cli/main.js" serve)
 BODY=$(node -e "const n=Date.now();console.log(JSON.stringify({access_token:'a'.repeat(40),token_type:'Bearer',expires_at:new Date(n+6*3600e3).toISOString(),expires_in:21600}))")
 BPORT=$(free_port)
 B=$(BARE_BODY=$BODY count bare "$BPORT" node "$ROOT/bench/bare-server.mjs" "$BPORT")

@@ -24,7 +24,7 @@ import { MonzoStub } from '../test/fixtures/monzo-stub.ts';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 7);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);
-const CLI = fileURLToPath(new URL('../dist/main/cli.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const BARE = fileURLToPath(new URL('./bare-server.mjs', import.meta.url));
 const AUTOCANNON = fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url));
 const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
@@ -184,7 +184,7 @@ async function main(): Promise<void> {
 
   // ---- idle RSS --------------------------------------------------------------
   // 2 s after the load, and again once tokend has been quiet long enough to
-  // trim what the load grew (src/main/idle-trim.ts: from 6 s of quiet).
+  // trim what the load grew (src/daemon/idle-trim.ts: from 6 s of quiet).
   await new Promise((r) => setTimeout(r, 2_000));
   const rssMb = rss(tokend.pid!);
   const bareRssMb = rss(bare.pid!);

@@ -61,10 +61,10 @@ const shared = {
   logLevel: 'warning',
 };
 // Every chunk sits one directory below dist/, as the entries do, so a path
-// relative to import.meta.url ('../state-worker/worker.js') means the same in each.
+// relative to import.meta.url ('../owner/thread.js') means the same in each.
 await build({
   ...shared,
-  entryPoints: { 'main/cli': 'src/main/cli.ts', 'client/index': 'src/client/index.ts' },
+  entryPoints: { 'cli/main': 'src/cli/main.ts', 'client/index': 'src/client/index.ts' },
   chunkNames: 'chunks/[name]-[hash]',
 });
 // The owner thread is built on its own: sharing chunks with the main thread
@@ -72,7 +72,7 @@ await build({
 // later); what both threads use is simply in both.
 await build({
   ...shared,
-  entryPoints: { 'state-worker/worker': 'src/state-worker/worker.ts' },
+  entryPoints: { 'owner/thread': 'src/owner/thread.ts' },
   chunkNames: 'chunks/owner-[name]-[hash]',
 });
-chmodSync('dist/main/cli.js', 0o755);
+chmodSync('dist/cli/main.js', 0o755);

@@ -9,10 +9,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Agent, request, type Dispatcher } from 'undici';
-import { DEFAULT_LISTEN, defaultStateFile } from '../main/config.js';
-import { ownerIsLive, trustedOwnerRecord } from '../owner-record.js';
+import { DEFAULT_LISTEN, defaultStateFile } from '../state-file/paths.js';
+import { ownerIsLive, trustedOwnerRecord } from '../state-file/owner-record.js';
 import { listenerProblem } from './listener.js';
-import { decodeState } from '../state-worker/codec.js';
+import { decodeState } from '../state-file/codec.js';
 
 /** `GET /token`'s answer. */
 export interface AccessToken {

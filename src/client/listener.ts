@@ -7,8 +7,8 @@
  */
 import { lstatSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { replaceableProblem } from '../fs-safety.js';
-import { tableAddress, TCP_TABLES } from '../http/peer.js';
+import { replaceableProblem } from '../shared/fs-safety.js';
+import { tableAddress, TCP_TABLES } from '../shared/proc-net.js';
 
 /** A listening socket in /proc/net/tcp{,6}. */
 const LISTEN = '0A';

@@ -17,12 +17,12 @@ import { tmpdir, userInfo } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TokendClient } from '../client/index.js';
-import { ancestorsProblem, privateDirProblem, writePrivateFileSync } from '../fs-safety.js';
-import type { Logger } from '../log.js';
-import { loadConfig, type Config } from '../main/config.js';
-import { StartError, startDaemon, type RunningDaemon } from '../main/daemon.js';
-import { deliverTokens } from '../main/deliver.js';
-import { buildAuthRequest, exchangeCode, resolveEndpoints, toSetInput } from '../main/login.js';
+import { ancestorsProblem, privateDirProblem, writePrivateFileSync } from '../shared/fs-safety.js';
+import type { Logger } from '../shared/log.js';
+import { loadConfig, type Config } from '../config/config.js';
+import { StartError, startDaemon, type RunningDaemon } from '../daemon/daemon.js';
+import { deliverTokens } from '../login/deliver.js';
+import { buildAuthRequest, exchangeCode, resolveEndpoints, toSetInput } from '../login/flow.js';
 import { headlessAuthorize } from './headless-login.js';
 import { startDevProvider, type DevProvider } from './oidc-server.js';
 
@@ -158,7 +158,7 @@ export function devBanner(s: DevSession, ttlSec: number): string {
     `  curl -s ${base}/token`,
     `  curl -s ${base}/state`,
     `  curl -sN ${base}/events          # one event per refresh`,
-    `  TOKEND_LISTEN=${listen} node ${relative(process.cwd(), fileURLToPath(new URL('../main/cli.js', import.meta.url))) || 'dist/main/cli.js'} status`,
+    `  TOKEND_LISTEN=${listen} node ${relative(process.cwd(), fileURLToPath(new URL('../cli/main.js', import.meta.url))) || 'dist/cli/main.js'} status`,
     '',
     'Stop with Ctrl-C and run it again: the session survives (`--fresh` starts over).',
     '',

@@ -4,8 +4,8 @@
  * redirect URI, and read the code from there. For `tokend dev` only.
  */
 import { request } from 'undici';
-import { TokendError } from '../errors.js';
-import { readCallback } from '../main/login.js';
+import { TokendError } from '../shared/errors.js';
+import { readCallback } from '../login/flow.js';
 
 export async function headlessAuthorize(authUrl: string, redirectUri: string, state: string): Promise<string> {
   const jar = new Map<string, string>();

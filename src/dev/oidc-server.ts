@@ -19,7 +19,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
-import { writePrivateFileSync } from '../fs-safety.js';
+import { writePrivateFileSync } from '../shared/fs-safety.js';
 
 export interface DevClient {
   readonly clientId: string;

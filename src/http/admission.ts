@@ -13,10 +13,10 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import type { ErrorData } from '../errors.js';
-import type { Log } from '../log.js';
-import type { Listen } from '../main/config.js';
-import { canIdentifyPeers, peerUid, TCP_TABLES, type ReadTable } from './peer.js';
+import type { ErrorData } from '../shared/errors.js';
+import type { Log } from '../shared/log.js';
+import type { Listen } from '../config/config.js';
+import { canIdentifyPeers, peerUid, TCP_TABLES, type ReadTable } from '../shared/proc-net.js';
 
 export interface AdmissionOptions {
   readonly log: Log;

@@ -8,9 +8,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import polka, { type Middleware } from 'polka';
-import { TokendError, isErrorCode, type ErrorCode, type ErrorData } from '../errors.js';
-import type { Log } from '../log.js';
-import type { Metrics } from '../main/metrics.js';
+import { TokendError, isErrorCode, type ErrorCode, type ErrorData } from '../shared/errors.js';
+import type { Log } from '../shared/log.js';
+import type { Metrics } from '../daemon/metrics.js';
 import { Admission } from './admission.js';
 import { createCors, createGuard, isPreflight, preflightHeaders, type GuardOptions } from './guards.js';
 import { answerStatus, fail, sendError } from './reply.js';

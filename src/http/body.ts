@@ -3,7 +3,7 @@
  * Content-Length can lie). Anything else is a clear 4xx that changes nothing.
  */
 import type { IncomingMessage } from 'node:http';
-import { TokendError } from '../errors.js';
+import { TokendError } from '../shared/errors.js';
 
 export const BODY_LIMIT = 16 * 1024;
 

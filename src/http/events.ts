@@ -5,7 +5,7 @@
  * twice; one that missed a change gets the current state at once.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Snapshot } from '../contract.js';
+import type { Snapshot } from '../shared/contract.js';
 import { tokenBody } from './views.js';
 
 const HEARTBEAT_MS = 15_000;

@@ -10,8 +10,8 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Listen } from '../main/config.js';
-import type { ErrorData } from '../errors.js';
+import type { Listen } from '../config/config.js';
+import type { ErrorData } from '../shared/errors.js';
 
 export interface GuardOptions {
   readonly listen: Listen;

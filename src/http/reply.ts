@@ -1,6 +1,6 @@
 /** Every response is JSON; every error is `{"error": code, "message": ...}`. */
 import type { ServerResponse } from 'node:http';
-import { httpStatusOf, isHttpErrorCode, type ErrorCode, type ErrorData, type HttpErrorCode } from '../errors.js';
+import { httpStatusOf, isHttpErrorCode, type ErrorCode, type ErrorData, type HttpErrorCode } from '../shared/errors.js';
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = JSON.stringify(body);

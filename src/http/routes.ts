@@ -5,12 +5,12 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as v from 'valibot';
-import type { RefreshTrigger, Result, SetTokensInput, Snapshot } from '../contract.js';
-import { TokendError, type ErrorData } from '../errors.js';
-import { isAboutToExpire } from '../expiry.js';
+import type { RefreshTrigger, Result, SetTokensInput, Snapshot } from '../shared/contract.js';
+import { TokendError, type ErrorData } from '../shared/errors.js';
+import { isAboutToExpire } from '../shared/expiry.js';
 import { readJsonBody } from './body.js';
-import { B64TOKEN, LIFETIME, MAX_TOKEN_CHARS, REFRESH_TOKEN } from '../token-syntax.js';
-import { describeIssues } from '../validation.js';
+import { B64TOKEN, LIFETIME, MAX_TOKEN_CHARS, REFRESH_TOKEN } from '../shared/token-syntax.js';
+import { describeIssues } from '../shared/validation.js';
 import type { EventHub } from './events.js';
 import { fail, sendError, sendJson } from './reply.js';
 import { stateBody, tokenBody, usable } from './views.js';

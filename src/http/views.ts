@@ -1,5 +1,5 @@
 /** Snapshot → wire JSON. OAuth names on the wire; the refresh token itself never leaves the owner. */
-import type { Snapshot } from '../contract.js';
+import type { Snapshot } from '../shared/contract.js';
 
 const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined || !Number.isFinite(ms) ? null : new Date(ms).toISOString());
 

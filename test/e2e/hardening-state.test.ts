@@ -360,7 +360,7 @@ describe('startup in a directory it cannot write', () => {
       chownSync(stateFile, 65534, 65534);
       chmodSync(dir, 0o500);
       const p = new Proc(
-        ['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), join(import.meta.dirname, '../../dist/main/cli.js'), 'serve'],
+        ['--reuid=65534', '--regid=65534', '--clear-groups', nodeForOtherUsers(), join(import.meta.dirname, '../../dist/cli/main.js'), 'serve'],
         { ...stubEnv(suite.stub, stateFile), TOKEND_LISTEN: '127.0.0.1:0' },
         { command: 'setpriv' },
       );

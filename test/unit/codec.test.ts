@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeState, encodeState, foreignKeys, jsonNesting, MAX_NESTING, MAX_STATE_VERSION } from '../../src/state-worker/codec.ts';
-import { TokendError } from '../../src/errors.ts';
+import { decodeState, encodeState, foreignKeys, jsonNesting, MAX_NESTING, MAX_STATE_VERSION } from '../../src/state-file/codec.ts';
+import { TokendError } from '../../src/shared/errors.ts';
 
 const full = {
   access_token: 'acc_1',

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, isApiKey, loadConfig, parseDecimal, parseListen } from '../../src/main/config.ts';
+import { ConfigError, isApiKey, loadConfig, parseDecimal, parseListen } from '../../src/config/config.ts';
 
 const serve = { needsProvider: true };
 const problemsOf = (fn: () => unknown): readonly string[] => {

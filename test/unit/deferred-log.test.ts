@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { deferredLog } from '../../src/deferred-log.ts';
-import type { Log } from '../../src/log.ts';
+import { deferredLog } from '../../src/shared/deferred-log.ts';
+import type { Log } from '../../src/shared/log.ts';
 
 it('a line logged before the logger has loaded is written once it has, in order; later lines go straight through', async () => {
   const lines: string[] = [];

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { formatDuration } from '../../src/main/duration.ts';
+import { formatDuration } from '../../src/config/duration.ts';
 
 it('formats durations the way status shows them', () => {
   assert.equal(formatDuration((5 * 60 + 12) * 60_000), '5h 12m');

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { errorCodes, exitCodeOf, httpStatusOf, isHttpErrorCode, type ErrorCode } from '../../src/errors.ts';
+import { errorCodes, exitCodeOf, httpStatusOf, isHttpErrorCode, type ErrorCode } from '../../src/shared/errors.ts';
 import { answerStatus } from '../../src/http/reply.ts';
-import type { Listen } from '../../src/main/config.ts';
-import { listenFailure } from '../../src/main/daemon.ts';
+import type { Listen } from '../../src/config/config.ts';
+import { listenFailure } from '../../src/daemon/daemon.ts';
 
 const codes = Object.keys(errorCodes) as ErrorCode[];
 

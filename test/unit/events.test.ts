@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
-import type { Snapshot } from '../../src/contract.ts';
+import type { Snapshot } from '../../src/shared/contract.ts';
 import { EventHub, MAX_BUFFERED_BYTES } from '../../src/http/events.ts';
 
 /** A snapshot whose token changes with `n`, ~8 KB per event frame. */

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type { Snapshot } from '../../src/contract.ts';
-import { TokendError } from '../../src/errors.ts';
+import type { Snapshot } from '../../src/shared/contract.ts';
+import { TokendError } from '../../src/shared/errors.ts';
 import { createHttpServer } from '../../src/http/app.ts';
 import { EventHub } from '../../src/http/events.ts';
-import type { Log } from '../../src/log.ts';
-import { Metrics } from '../../src/main/metrics.ts';
+import type { Log } from '../../src/shared/log.ts';
+import { Metrics } from '../../src/daemon/metrics.ts';
 
 const ACCESS = 'access-token-value-1';
 const KEY = 'api-key-value-1';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Registry, type Metric } from 'prom-client';
-import { HttpStats, LATENCY_BUCKETS } from '../../src/main/http-stats.ts';
+import { HttpStats, LATENCY_BUCKETS } from '../../src/daemon/http-stats.ts';
 
 function exported(stats: HttpStats): Promise<string> {
   const registry = new Registry();

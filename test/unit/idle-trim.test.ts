@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
 import { afterEach, describe, it, mock } from 'node:test';
-import { residentSetSize, trimWhenIdle, youngGenerationSize } from '../../src/main/idle-trim.ts';
+import { residentSetSize, trimWhenIdle, youngGenerationSize } from '../../src/daemon/idle-trim.ts';
 
 describe('trim when idle', () => {
   describe('on mocked intervals', () => {

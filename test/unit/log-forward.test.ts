@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { OwnerEvent } from '../../src/contract.ts';
-import { forwardingLog } from '../../src/state-worker/log-forward.ts';
+import type { OwnerEvent } from '../../src/shared/contract.ts';
+import { forwardingLog } from '../../src/owner/log-forward.ts';
 
 function capture(level: string): { events: OwnerEvent[]; log: ReturnType<typeof forwardingLog> } {
   const events: OwnerEvent[] = [];

@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { boundLifetime, parseTokenResponse, UpstreamFailure, type SentRequest, type TokenResponse } from '../../src/state-worker/oauth.ts';
-import { LIFETIME } from '../../src/token-syntax.ts';
-import { scrubCode, scrubText } from '../../src/state-worker/provider-text.ts';
+import { boundLifetime, parseTokenResponse, UpstreamFailure, type SentRequest, type TokenResponse } from '../../src/provider/oauth.ts';
+import { LIFETIME } from '../../src/shared/token-syntax.ts';
+import { scrubCode, scrubText } from '../../src/provider/provider-text.ts';
 
 const NOW = Date.parse('2026-12-02T08:00:00Z');
 const ok = (body: Record<string, unknown>, sent?: SentRequest): TokenResponse => parseTokenResponse(200, undefined, JSON.stringify(body), NOW, sent);

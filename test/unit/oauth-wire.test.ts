@@ -9,9 +9,9 @@ import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
-import type { ProviderSettings } from '../../src/contract.ts';
-import { discover, monzoApproval, OAuthClient, UpstreamFailure } from '../../src/state-worker/oauth.ts';
-import { BodyTooLarge, BodyUndecodable, MAX_BODY_BYTES, readBody } from '../../src/state-worker/upstream-body.ts';
+import type { ProviderSettings } from '../../src/shared/contract.ts';
+import { discover, monzoApproval, OAuthClient, UpstreamFailure } from '../../src/provider/oauth.ts';
+import { BodyTooLarge, BodyUndecodable, MAX_BODY_BYTES, readBody } from '../../src/provider/upstream-body.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
 

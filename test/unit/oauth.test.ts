@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseTokenResponse, tokenRequest, UpstreamFailure } from '../../src/state-worker/oauth.ts';
+import { parseTokenResponse, tokenRequest, UpstreamFailure } from '../../src/provider/oauth.ts';
 
 const kindOf = (fn: () => unknown): string => {
   try {

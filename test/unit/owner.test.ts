@@ -8,10 +8,10 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import type { OwnerEvent, OwnerOptions } from '../../src/contract.ts';
-import type { Log } from '../../src/log.ts';
-import { Owner, type TokenClient } from '../../src/state-worker/owner.ts';
-import { UpstreamFailure, type TokenResponse } from '../../src/state-worker/oauth.ts';
+import type { OwnerEvent, OwnerOptions } from '../../src/shared/contract.ts';
+import type { Log } from '../../src/shared/log.ts';
+import { Owner, type TokenClient } from '../../src/owner/owner.ts';
+import { UpstreamFailure, type TokenResponse } from '../../src/provider/oauth.ts';
 
 type Answer = TokenResponse | UpstreamFailure | ((signal: AbortSignal | undefined) => Promise<TokenResponse>);
 

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { endianness } from 'node:os';
 import { after, describe, it } from 'node:test';
-import { canIdentifyPeers, peerUid, tableAddress, uidIn } from '../../src/http/peer.ts';
+import { canIdentifyPeers, peerUid, tableAddress, uidIn } from '../../src/shared/proc-net.ts';
 
 const le = endianness() === 'LE';
 

@@ -12,11 +12,11 @@
 import assert from 'node:assert/strict';
 import { syncBuiltinESMExports } from 'node:module';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
-import type { RefreshTrigger, Result } from '../../src/contract.ts';
-import type { ErrorData } from '../../src/errors.ts';
-import type { StoredTokens } from '../../src/state-worker/codec.ts';
-import { MIN_SPACING_MS, RECENT_MS, Refresher } from '../../src/state-worker/refresher.ts';
-import { refreshDueAt } from '../../src/state-worker/schedule.ts';
+import type { RefreshTrigger, Result } from '../../src/shared/contract.ts';
+import type { ErrorData } from '../../src/shared/errors.ts';
+import type { StoredTokens } from '../../src/state-file/codec.ts';
+import { MIN_SPACING_MS, RECENT_MS, Refresher } from '../../src/owner/refresher.ts';
+import { refreshDueAt } from '../../src/owner/schedule.ts';
 
 const T0 = Date.UTC(2026, 0, 1);
 const S = 1_000;

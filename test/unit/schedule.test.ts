@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isAboutToExpire } from '../../src/expiry.ts';
-import { backoffDelay, defaultBackoff, parseRetryAfter, refreshDueAt } from '../../src/state-worker/schedule.ts';
+import { isAboutToExpire } from '../../src/shared/expiry.ts';
+import { backoffDelay, defaultBackoff, refreshDueAt } from '../../src/owner/schedule.ts';
+import { parseRetryAfter } from '../../src/provider/retry-after.ts';
 
 const H = 3_600_000;
 const MIN = 60_000;

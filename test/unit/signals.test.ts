@@ -1,7 +1,7 @@
 /** One stop request however it is delivered; a deliberate second one hurries; later ones change nothing. */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { SAME_REQUEST_MS, StopRequests } from '../../src/main/signals.ts';
+import { SAME_REQUEST_MS, StopRequests } from '../../src/daemon/signals.ts';
 
 function clock(): { now: () => number; advance: (ms: number) => void } {
   let t = 1_000_000;

@@ -1,0 +1,253 @@
+/**
+ * The `tokend` commands (commander). Every command returns its exit code
+ * (0 ok, 1 failure, 2 usage or config, 75 state owned by another daemon);
+ * cli.ts exits with it, and is the only module that exits.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { exitCodeOf, isErrorCode, TokendError } from '../shared/errors.js';
+import type { TokendClient, TokendClientError } from '../client/index.js';
+import { envNames, type OptionName, type RawOptions } from '../config/config.js';
+import { configOrExit, guardSignals, say, serve, type Runtime } from '../daemon/serve.js';
+import { printStatus } from './status.js';
+import { runTokenExec, readSetInput } from './client-commands.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+const providerOptions: Array<[OptionName, string]> = [
+  ['provider', 'monzo (default), oidc or custom'],
+  ['issuer', 'OIDC issuer URL (endpoints from its discovery document)'],
+  ['authUrl', 'authorization endpoint (overrides the preset)'],
+  ['tokenUrl', 'token endpoint (overrides the preset)'],
+  ['clientId', 'OAuth client id'],
+  ['clientSecret', 'OAuth client secret (prefer the environment: argv is visible to other users)'],
+  ['clientSecretFile', 'file holding the OAuth client secret'],
+  ['authMethod', 'client_secret_post, client_secret_basic or none'],
+  ['scope', 'scope to request at login'],
+  ['redirectUri', 'redirect URI registered with the provider'],
+];
+const daemonOptions: Array<[OptionName, string]> = [
+  ['stateFile', 'state file path'],
+  ['listen', 'HOST:PORT or unix:/path (default 127.0.0.1:4242)'],
+  ['apiKey', 'API key clients must send as Authorization: Bearer'],
+  ['apiKeyFile', 'file holding the API key'],
+  ['logLevel', 'fatal, error, warn, info, debug, trace or silent'],
+  ['allowedOrigins', 'comma-separated browser origins allowed to call the API'],
+  ['allowedHosts', 'comma-separated extra Host names accepted'],
+  ['allowedUids', 'comma-separated uids that may connect over keyless loopback TCP besides this user and root'],
+  ['maxConnections', 'most connections served at once (lowered to fit the open-file limit)'],
+  ['maxEventClients', 'most /events streams at once (lowered to fit the open-file limit)'],
+  ['wakeInterval', 'longest sleep between clock checks, ms'],
+  ['upstreamTimeout', 'deadline for a token request, ms'],
+  ['shutdownTimeout', 'how long shutdown waits for a refresh in flight, ms'],
+];
+const clientOptions: Array<[OptionName, string]> = [
+  ['listen', 'where the daemon listens (default: TOKEND_LISTEN, the owner record, 127.0.0.1:4242)'],
+  ['stateFile', 'state file whose owner record names the daemon'],
+  ['apiKey', 'API key'],
+];
+
+function addOptions(cmd: Command, list: Array<[OptionName, string]>): Command {
+  cmd.exitOverride().configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  for (const [name, help] of list) {
+    const flag = `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} <value>`;
+    cmd.addOption(new Option(flag, `${help} [env ${envNames[name][0]}]`));
+  }
+  return cmd;
+}
+
+/** The client library (and undici) load only for the commands that talk to a daemon. */
+async function client(opts: RawOptions): Promise<TokendClient> {
+  const { TokendClient } = await import('../client/index.js');
+  return new TokendClient({
+    ...(opts.listen ? { url: opts.listen } : {}),
+    ...(opts.stateFile ? { stateFile: opts.stateFile } : {}),
+    ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+    onWarning: say,
+  });
+}
+
+/** Map a client failure to its message and exit code. */
+function clientFailure(err: unknown): number {
+  if (err instanceof TokendError) {
+    say(err.message);
+    return exitCodeOf(err.code);
+  }
+  if ((err as Error)?.name === 'TokendClientError') {
+    const e = err as TokendClientError;
+    say(e.message);
+    return isErrorCode(e.code) ? exitCodeOf(e.code) : 1;
+  }
+  say((err as Error).message);
+  return 1;
+}
+
+export function buildProgram(setExit: (code: number) => void, runtime: Runtime): Command {
+  /** A command that talks to a daemon: it resolves with its exit code; a failure is said, with its own. */
+  const clientAction =
+    <A extends unknown[]>(fn: (...args: A) => Promise<number>) =>
+    async (...args: A): Promise<void> => {
+      try {
+        setExit(await fn(...args));
+      } catch (err) {
+        setExit(clientFailure(err));
+      }
+    };
+
+  const program = new Command('tokend')
+    .description("A local OAuth2 token daemon: keeps one account's tokens fresh and durable, and serves them to local programs.")
+    .version(pkg.version, '-V, --version')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const serveCmd = new Command('serve').description('run the daemon (the default command)');
+  addOptions(addOptions(serveCmd, providerOptions), daemonOptions)
+    .option('--move-corrupt-aside', 'move a corrupt state file aside instead of refusing to start')
+    .action(async (opts: RawOptions) => setExit(await serve(opts, runtime)));
+  program.addCommand(serveCmd, { isDefault: true });
+
+  const tokenCmd = new Command('token')
+    .description('print the current access token (for $(tokend token)), or run a command with it')
+    .option('--exec', 'run the command after -- with the token in $TOKEND_ACCESS_TOKEN')
+    .option('--env <name>', 'environment variable name for --exec', 'TOKEND_ACCESS_TOKEN')
+    .argument('[command...]', 'command to run with --exec')
+    .action(
+      clientAction(async (command: string[], opts: RawOptions & { exec?: boolean; env: string }) => {
+        const token = await (await client(opts)).getAccessToken();
+        if (opts.exec) return runTokenExec(command, opts.env, token);
+        process.stdout.write(`${token}\n`);
+        return 0;
+      }),
+    );
+  program.addCommand(addOptions(tokenCmd, clientOptions));
+
+  const statusCmd = new Command('status')
+    .description("show the daemon's state, human readable (exit 1 unless ready)")
+    .option('--json', 'print GET /state as JSON')
+    .action(clientAction(async (opts: RawOptions & { json?: boolean }) => printStatus(await client(opts), opts.json === true)));
+  program.addCommand(addOptions(statusCmd, clientOptions));
+
+  const refreshCmd = new Command('refresh').description('refresh the tokens now and print the new expiry').action(
+    clientAction(async (opts: RawOptions) => {
+      const r = await (await client(opts)).refresh();
+      process.stdout.write(`refreshed: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
+      return 0;
+    }),
+  );
+  program.addCommand(addOptions(refreshCmd, clientOptions));
+
+  const setCmd = new Command('set')
+    .description('hand the daemon tokens obtained elsewhere; reads JSON {access_token, refresh_token, expires_in} from stdin with --stdin')
+    .option('--stdin', 'read the tokens as JSON from standard input (keeps them out of argv)')
+    .option('--access-token <token>', 'access token')
+    .option('--refresh-token <token>', 'refresh token')
+    .option('--expires-in <seconds>', 'access token lifetime in seconds')
+    .action(
+      clientAction(async (opts: RawOptions & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
+        const input = await readSetInput(opts);
+        const r = await (await client(opts)).setTokens(input);
+        process.stdout.write(`tokens set: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
+        return 0;
+      }),
+    );
+  program.addCommand(addOptions(setCmd, clientOptions));
+
+  const loginCmd = new Command('login')
+    .description('authorize tokend with the provider (authorization-code flow) and store the tokens')
+    .option('--no-browser', 'only print the URL; do not open a browser')
+    .option('--timeout <seconds>', 'how long to wait for the callback', '300')
+    .option('--no-wait-approval', 'Monzo: do not wait for the approval in the app')
+    .action(async (opts: RawOptions & { browser: boolean; timeout: string; waitApproval: boolean }) => {
+      const config = configOrExit(opts, true);
+      if (!config) return setExit(2);
+      const timeout = Number(opts.timeout);
+      if (!Number.isInteger(timeout) || timeout <= 0) {
+        say('--timeout must be a positive whole number of seconds');
+        return setExit(2);
+      }
+      try {
+        const { runLogin } = await import('../login/command.js');
+        setExit(
+          await runLogin(config, {
+            browser: opts.browser,
+            timeoutMs: timeout * 1000,
+            waitForApproval: opts.waitApproval,
+            listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null,
+          }),
+        );
+      } catch (err) {
+        setExit(clientFailure(err));
+      }
+    });
+  program.addCommand(
+    addOptions(addOptions(loginCmd, providerOptions), [...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey')]),
+  );
+
+  const devCmd = new Command('dev')
+    .description('zero-setup trial: a local OpenID provider, a login without a browser, and the daemon against it')
+    .option('--fresh', 'forget the earlier dev session and start over')
+    .option('--dir <path>', 'where the dev provider and state file live (default: a directory in the system temp dir)')
+    .option('--provider-port <port>', 'port of the local OpenID provider', '4243')
+    .option('--token-ttl <seconds>', 'access token lifetime', '30')
+    .action(async (opts: RawOptions & { fresh?: boolean; dir?: string; providerPort: string; tokenTtl: string }) => {
+      const [{ createLogger }, { StartError }, { devBanner, startDev }] = await Promise.all([
+        import('../shared/log.js'),
+        import('../daemon/daemon.js'),
+        import('../dev/dev.js'),
+      ]);
+      const pretty = process.stderr.isTTY === true;
+      const logLevel = opts.logLevel ?? process.env['TOKEND_LOG_LEVEL'] ?? 'info';
+      const logging = createLogger(logLevel, pretty, 'tokend');
+      const guard = guardSignals(logging, runtime.exit);
+      const log = await logging;
+      const ttl = Number(opts.tokenTtl);
+      try {
+        const session = await startDev(
+          {
+            dir: opts.dir ?? null,
+            fresh: opts.fresh === true,
+            listen: opts.listen ?? null,
+            providerPort: Number(opts.providerPort),
+            accessTokenTtlSec: ttl,
+            logLevel,
+          },
+          log,
+        );
+        process.stdout.write(devBanner(session, ttl));
+        guard.attach({ stop: (reason) => session.stop(reason), hurry: () => session.daemon.hurry() });
+        setExit(await session.daemon.done);
+      } catch (err) {
+        if (err instanceof StartError) {
+          say(err.error.message);
+          return setExit(err.exitCode);
+        }
+        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+          say(`the dev provider's port ${opts.providerPort} is in use; pass --provider-port`);
+          return setExit(1);
+        }
+        setExit(clientFailure(err));
+      }
+    });
+  program.addCommand(
+    addOptions(devCmd, [
+      ['listen', 'where the daemon listens (default 127.0.0.1:4242)'],
+      ['logLevel', 'log level'],
+    ]),
+  );
+
+  return program;
+}
+
+/** Run the command line; resolves with the exit code. */
+export async function run(argv: string[], runtime: Runtime): Promise<number> {
+  let code = 0;
+  const program = buildProgram((c) => (code = c), runtime);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    say((err as Error).message);
+    return 1;
+  }
+  return code;
+}
