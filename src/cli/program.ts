@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { exitCodeOf, isErrorCode, TokendError } from '../shared/errors.js';
-import type { TokendClient, TokendClientError } from '../client/index.js';
+import type { TokendClient } from '../client/index.js';
 import { envNames, type OptionName, type RawOptions } from '../config/config.js';
 import { configOrExit, guardSignals, say, serve, type Runtime } from '../daemon/serve.js';
 import { printStatus } from './status.js';
@@ -68,15 +68,16 @@ async function client(opts: RawOptions): Promise<TokendClient> {
 }
 
 /** Map a client failure to its message and exit code. */
-function clientFailure(err: unknown): number {
+async function clientFailure(err: unknown): Promise<number> {
   if (err instanceof TokendError) {
     say(err.message);
     return exitCodeOf(err.code);
   }
-  if ((err as Error)?.name === 'TokendClientError') {
-    const e = err as TokendClientError;
-    say(e.message);
-    return isErrorCode(e.code) ? exitCodeOf(e.code) : 1;
+  // The library is loaded on demand, never at start; a command that failed in it has loaded it already.
+  const { TokendClientError } = await import('../client/index.js');
+  if (err instanceof TokendClientError) {
+    say(err.message);
+    return isErrorCode(err.code) ? exitCodeOf(err.code) : 1;
   }
   say((err as Error).message);
   return 1;
@@ -90,7 +91,7 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
       try {
         setExit(await fn(...args));
       } catch (err) {
-        setExit(clientFailure(err));
+        setExit(await clientFailure(err));
       }
     };
 
@@ -176,7 +177,7 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
           }),
         );
       } catch (err) {
-        setExit(clientFailure(err));
+        setExit(await clientFailure(err));
       }
     });
   program.addCommand(
@@ -225,7 +226,7 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
           say(`the dev provider's port ${opts.providerPort} is in use; pass --provider-port`);
           return setExit(1);
         }
-        setExit(clientFailure(err));
+        setExit(await clientFailure(err));
       }
     });
   program.addCommand(
