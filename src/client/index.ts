@@ -337,9 +337,9 @@ export interface StateFileView {
  */
 export async function readStateFile(path: string = process.env['TOKEND_STATE_FILE'] || defaultStateFile()): Promise<StateFileView> {
   const { state } = decodeState(await readFile(path, 'utf8'), path);
-  const t = state.tokens;
+  const t = state.tokens.kind === 'active' ? state.tokens : null;
   return {
-    accessToken: t && t.accessToken !== '' ? t.accessToken : null,
+    accessToken: t?.accessToken ?? null,
     tokenType: t?.tokenType ?? 'Bearer',
     expiresAt: t?.expiresAtMs ? new Date(t.expiresAtMs) : null,
     version: state.version,

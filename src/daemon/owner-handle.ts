@@ -148,7 +148,7 @@ export class OwnerHandle {
       this.#generation++;
       for (const port of this.#ports) port.close();
       const why = deadline.aborted ? `no thread took it within ${ATTACH_DEADLINE_MS / 1000} s` : (err as Error).message;
-      return { ok: false, error: { code: 'internal_error', message: `the owner thread did not start: ${why}`, details: { retry: !deadline.aborted } } };
+      return { ok: false, error: { code: 'internal_error', message: `the owner thread did not start: ${why}`, retryable: !deadline.aborted } };
     }
     this.#remote = wrapOwner(rpc.port1);
     const started = await this.#call((r) => r.start(this.#options));
@@ -166,7 +166,7 @@ export class OwnerHandle {
           this.#log.info({ version: r.value.version }, 'owner thread restarted');
           return;
         }
-        if (r.error.details?.['retry'] !== true) {
+        if (r.error.retryable !== true) {
           return this.#events.onFatal({ code: r.error.code, message: `the owner thread could not be restarted: ${r.error.message}` });
         }
         await new Promise((resolve) => setTimeout(resolve, 50 * attempt));

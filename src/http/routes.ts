@@ -108,7 +108,7 @@ export function routes(backend: Backend, limits: RouteLimits): Route[] {
     await readJsonBody(req, false);
     const result = await backend.refresh('http');
     if (!result.ok) {
-      const upstream = result.error.details?.['upstream'];
+      const upstream = result.error.upstream;
       return sendError(res, result.error, undefined, upstream ? { upstream } : undefined);
     }
     const s = result.value;

@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { ProviderSettings, SetTokensInput } from '../shared/contract.js';
 import { TokendError } from '../shared/errors.js';
-import { chooseAuthMethod, discover, OAuthClient, safeUrl, UpstreamFailure, type TokenResponse } from '../provider/oauth.js';
+import { chooseAuthMethod, discover, OAuthClient, safeUrl, type TokenResponse } from '../provider/oauth.js';
 import { insecureEndpoint } from '../shared/endpoint.js';
 import { scrubCode, scrubText } from '../provider/provider-text.js';
 import type { Config } from '../config/config.js';
@@ -35,15 +35,13 @@ export async function resolveEndpoints(config: Config): Promise<AuthEndpoints> {
   let authMethod = p.authMethod;
   let pkce = p.name === 'custom';
   if (p.issuer && (p.name === 'oidc' || !authUrl || !tokenUrl)) {
-    try {
-      const d = await discover(p.issuer, timeouts);
-      authUrl ??= d.authorizationEndpoint;
-      tokenUrl ??= d.tokenEndpoint;
-      authMethod = chooseAuthMethod(p.authMethod, d.authMethods, p.clientSecret !== null);
-      pkce = d.pkceS256;
-    } catch (err) {
-      throw new TokendError('login_failed', (err as Error).message);
-    }
+    const found = await discover(p.issuer, timeouts);
+    if (found.kind !== 'discovered') throw new TokendError('login_failed', found.message);
+    const d = found.discovery;
+    authUrl ??= d.authorizationEndpoint;
+    tokenUrl ??= d.tokenEndpoint;
+    authMethod = chooseAuthMethod(p.authMethod, d.authMethods, p.clientSecret !== null);
+    pkce = d.pkceS256;
   }
   if (!authUrl) throw new TokendError('config_invalid', 'TOKEND_AUTH_URL (--auth-url): required for login with this provider');
   if (!tokenUrl) throw new TokendError('config_invalid', 'TOKEND_TOKEN_URL (--token-url): required for login with this provider');
@@ -185,10 +183,9 @@ export async function listenForCallback(redirectUri: string, expectedState: stri
 export async function exchangeCode(e: AuthEndpoints, code: string, req: AuthRequest): Promise<TokenResponse> {
   const client = new OAuthClient(e.settings, timeouts);
   try {
-    return await client.exchangeCode(code, req.redirectUri, req.codeVerifier);
-  } catch (err) {
-    if (err instanceof UpstreamFailure) throw new TokendError('login_failed', `code exchange at ${safeUrl(e.settings.tokenUrl)} failed: ${err.message}`);
-    throw err;
+    const outcome = await client.exchangeCode(code, req.redirectUri, req.codeVerifier);
+    if (outcome.kind !== 'tokens') throw new TokendError('login_failed', `code exchange at ${safeUrl(e.settings.tokenUrl)} failed: ${outcome.message}`);
+    return outcome.tokens;
   } finally {
     await client.close();
   }

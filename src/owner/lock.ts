@@ -56,9 +56,7 @@ export class StateLock {
       const record = readOwnerRecord(this.#file);
       if (!this.#mayTakeOver(record, owner)) {
         const who = record ? describeOwner(record) : 'another process (no owner record)';
-        throw new TokendError('state_locked', `state file ${this.#file} is owned by ${who}`, {
-          details: record ? { owner: record } : {},
-        });
+        throw new TokendError('state_locked', `state file ${this.#file} is owned by ${who}`, record ? { owner: record } : {});
       }
       // Mark the dead owner's lock stale so proper-lockfile itself replaces it:
       // if two restarts race, the loser's updater sees the change and reports compromise.
@@ -69,7 +67,7 @@ export class StateLock {
         const now = readOwnerRecord(this.#file);
         throw new TokendError('state_locked', `state file ${this.#file} is owned by ${now ? describeOwner(now) : 'another process'}`, {
           cause: again,
-          details: now ? { owner: now } : {},
+          ...(now ? { owner: now } : {}),
         });
       }
     }

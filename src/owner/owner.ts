@@ -16,17 +16,18 @@
  * and is tried before the login is declared lost. Nothing is written once the
  * lock is released: a token request still in flight then is abandoned first.
  */
-import type { OwnerEvent, OwnerOptions, Result, SetTokensInput, Snapshot, DaemonStatus, RefreshTrigger } from '../shared/contract.js';
-import { TokendError, type ErrorData } from '../shared/errors.js';
+import type { OwnerEvent, OwnerOptions, Result, SetTokensInput, Snapshot, RefreshTrigger } from '../shared/contract.js';
+import { TokendError, type ErrorData, type ErrorFields, type UpstreamAnswer } from '../shared/errors.js';
 import { fingerprint } from '../shared/fingerprint.js';
 import type { Log } from '../shared/log.js';
-import type { StoredState, StoredTokens } from '../state-file/codec.js';
+import type { ActiveTokens, RefreshOnlyTokens, StoredState, TokenState } from '../state-file/codec.js';
 import { StateLock } from './lock.js';
-import type { OAuthClient, TokenResponse, UpstreamFailure } from '../provider/oauth.js';
-import { clampTimeMs, iso } from '../state-file/codec.js';
+import type { OAuthClient, RetriedFailure, TokenResponse, UpstreamFailure } from '../provider/oauth.js';
+import { clampTimeMs, iso, noTokens, refreshTokenOf } from '../state-file/codec.js';
 import { Refresher } from './refresher.js';
 import { isAboutToExpire } from '../shared/expiry.js';
 import { StateStore } from './store.js';
+import { isUsable, refused, relieved, running, statusOf, type Condition } from './condition.js';
 
 const LOGIN_HINT = 'run `tokend login` to authorize again';
 /** How long close() waits for an abandoned token request to give up before the lock is released anyway. */
@@ -35,11 +36,28 @@ const ABANDON_GRACE_MS = 2_000;
 /** What the owner needs of the provider client (a fake one in unit tests). */
 export type TokenClient = Pick<OAuthClient, 'refresh' | 'close'>;
 
+/** Whether the file holds what memory holds. */
+type Persistence =
+  | { readonly kind: 'saved' }
+  /** The last write failed; memory still matches the file (the change was not adopted). */
+  | { readonly kind: 'failed'; readonly error: string }
+  /** Memory is ahead of the file (a rotation that could not be written): written again until it lands. */
+  | { readonly kind: 'unsaved'; readonly error: string; readonly attempts: number };
+
+/** open → closing (no new refresh or write request) → sealed (the lock released: nothing is written). */
+type Phase = 'open' | 'closing' | 'sealed';
+
 const ok = <T>(value: T): Result<T> => ({ ok: true, value });
-const err = (code: ErrorData['code'], message: string, details?: Record<string, unknown>): Result<never> => ({
+const err = (code: ErrorData['code'], message: string, fields: ErrorFields = {}): Result<never> => ({
   ok: false,
-  error: details ? { code, message, details } : { code, message },
+  error: { code, message, ...fields },
 });
+/** The provider's answer, as an HTTP error body shows it. */
+const upstreamOf = (f: UpstreamFailure): UpstreamAnswer => ({ status: f.status, error: f.error });
+/** A failure the refresher retries, honouring the provider's Retry-After. */
+const upstreamError = (f: RetriedFailure): Result<never> =>
+  err('upstream_error', f.message, { upstream: upstreamOf(f), ...(f.retryAfterMs === null ? {} : { retryAfterMs: f.retryAfterMs }) });
+const held = (t: TokenState): RefreshOnlyTokens | ActiveTokens | null => (t.kind === 'none' ? null : t);
 export const toResult = (e: unknown): Result<never> =>
   e instanceof TokendError ? { ok: false, error: e.toData() } : err('internal_error', (e as Error).message ?? String(e));
 
@@ -54,20 +72,15 @@ export class Owner {
   #oauth: Promise<TokenClient> | null = null;
   /** Aborts every token request from the moment shutdown stops waiting for the provider. */
   readonly #abandon = new AbortController();
-  /** Set once the lock is released: nothing may be written after that. */
-  #sealed = false;
+  #phase: Phase = 'open';
   readonly #refresher: Refresher;
 
   #state: StoredState | null = null;
-  /** Set when the state in memory is newer than the file (a failed write after a rotation). */
-  #unsaved = false;
-  #persistError: string | null = null;
+  /** What, beyond the tokens, decides the status. */
+  #condition: Condition = running;
+  #persistence: Persistence = { kind: 'saved' };
   #lastWriteAtMs: number | null = null;
   #persistRetry: NodeJS.Timeout | null = null;
-  #persistAttempts = 0;
-  #reauthReason: string | null = null;
-  #lockLost = false;
-  #closing = false;
   /** A refresh of this refresh token may have reached the provider without its answer reaching us. */
   #uncertain: { fingerprint: string; sinceMs: number } | null = null;
   #writes: Promise<unknown> = Promise.resolve();
@@ -82,8 +95,11 @@ export class Owner {
     this.#refresher = new Refresher({
       wakeIntervalMs: opts.wakeIntervalMs,
       redeem: () => this.#redeem(),
-      canRefresh: () => this.#canRefresh(),
-      token: () => this.#state?.tokens ?? null,
+      canRefresh: () => {
+        const r = this.#refreshable();
+        return r.ok ? null : r.error;
+      },
+      token: () => this.#tokens(),
       onChange: () => this.#publish(),
       log,
     });
@@ -100,7 +116,7 @@ export class Owner {
       this.#state = state;
       this.#noteOpenIntent(state);
       const real = this.#store.path === this.#opts.stateFile ? {} : { realPath: this.#store.path };
-      this.#log.info({ stateFile: this.#opts.stateFile, ...real, version: state.version, status: this.#status() }, 'state loaded');
+      this.#log.info({ stateFile: this.#opts.stateFile, ...real, version: state.version, status: this.#status().status }, 'state loaded');
       this.#publish();
       this.#refresher.schedule();
       return ok(this.snapshot());
@@ -115,9 +131,9 @@ export class Owner {
     const intent = state.intent;
     if (!intent) return;
     const startedAt = new Date(clampTimeMs(intent.startedAtMs) ?? 0).toISOString();
-    const t = state.tokens;
-    const held = [t?.refreshToken, t?.replacedRefreshToken].some((token) => token && fingerprint(token) === intent.refreshFingerprint);
-    if (held) {
+    const t = held(state.tokens);
+    const redeeming = [t?.refreshToken, t?.replacedRefreshToken].some((token) => token && fingerprint(token) === intent.refreshFingerprint);
+    if (redeeming) {
       this.#uncertain = { fingerprint: intent.refreshFingerprint, sinceMs: intent.startedAtMs };
       this.#log.warn({ refreshFingerprint: intent.refreshFingerprint, startedAt }, 'a refresh was interrupted before its result was saved; retrying it');
     } else {
@@ -133,23 +149,23 @@ export class Owner {
   }
 
   refresh(trigger: RefreshTrigger): Promise<Result<Snapshot>> {
-    if (this.#closing) return Promise.resolve(err('shutting_down', 'tokend is shutting down'));
+    if (this.#phase !== 'open') return Promise.resolve(err('shutting_down', 'tokend is shutting down'));
     return this.#refresher.run(trigger).then((r) => (r.ok ? ok(this.snapshot()) : r));
   }
 
   async ensureFresh(): Promise<Result<Snapshot>> {
-    const t = this.#state?.tokens;
-    if (t && t.accessToken !== '' && !isAboutToExpire(t.obtainedAtMs, t.expiresAtMs, Date.now())) return ok(this.snapshot());
+    const t = this.#tokens();
+    if (t.kind === 'active' && !isAboutToExpire(t.obtainedAtMs, t.expiresAtMs, Date.now())) return ok(this.snapshot());
     const result = await this.refresh('read');
     // A failed refresh still leaves a token that has not yet expired usable.
-    if (!result.ok && this.#usable()) return ok(this.snapshot());
+    if (!result.ok && isUsable(this.#tokens(), Date.now())) return ok(this.snapshot());
     return result;
   }
 
   /** Tokens from `tokend set`, `tokend login` or the HTTP API: persisted, then published, then scheduled. */
   async setTokens(input: SetTokensInput): Promise<Result<Snapshot>> {
-    if (this.#closing) return err('shutting_down', 'tokend is shutting down');
-    if (this.#lockLost) return err('lock_lost', this.#lockLostMessage());
+    if (this.#phase !== 'open') return err('shutting_down', 'tokend is shutting down');
+    if (this.#condition.kind === 'lock_lost') return err('lock_lost', this.#condition.reason);
     const now = Date.now();
     try {
       // Waits for an in-flight refresh: its result must not overwrite these tokens.
@@ -157,21 +173,22 @@ export class Owner {
       await this.#commit((cur) => ({
         ...cur,
         tokens: {
+          kind: 'active',
           accessToken: input.accessToken,
           ...keepRefreshToken(cur.tokens, input.refreshToken),
           tokenType: input.tokenType ?? 'Bearer',
-          scope: input.scope ?? cur.tokens?.scope ?? null,
+          scope: input.scope ?? held(cur.tokens)?.scope ?? null,
           expiresAtMs: input.expiresInSec === null ? null : clampTimeMs(now + input.expiresInSec * 1000),
           obtainedAtMs: now,
           provider: this.#opts.provider.name,
-          account: { ...(cur.tokens?.account ?? {}), ...(input.extra ?? {}) },
+          account: { ...(held(cur.tokens)?.account ?? {}), ...(input.extra ?? {}) },
         },
         intent: null,
       }));
     } catch (e) {
       return toResult(e);
     }
-    this.#reauthReason = null;
+    this.#condition = relieved(this.#condition);
     this.#uncertain = null;
     this.#refresher.reset();
     this.#log.info({ accessFingerprint: fingerprint(input.accessToken), version: this.#state?.version }, 'tokens set');
@@ -193,7 +210,8 @@ export class Owner {
   }
 
   async close(timeoutMs: number): Promise<Result<null>> {
-    this.#closing = true;
+    // A second close must not unseal: nothing is written once the lock is released.
+    if (this.#phase === 'open') this.#phase = 'closing';
     this.#refresher.stop();
     if (!(await this.#refresher.settled(timeoutMs))) {
       // Releasing the lock under a live request would let its answer be written without the lock.
@@ -202,39 +220,41 @@ export class Owner {
       if (!(await this.#refresher.settled(ABANDON_GRACE_MS))) this.#log.error('the abandoned refresh did not end; its answer, if any, will not be written');
     }
     if (this.#persistRetry) clearTimeout(this.#persistRetry);
-    if (this.#unsaved) await this.#flush();
+    await this.#flush();
     await this.#writes.catch(() => undefined);
-    this.#sealed = true;
+    this.#phase = 'sealed';
     await this.#lock?.release();
     if (this.#oauth) await (await this.#oauth).close();
-    this.#log.info({ version: this.#state?.version, unsaved: this.#unsaved }, 'owner closed');
+    this.#log.info({ version: this.#state?.version, unsaved: this.#persistence.kind === 'unsaved' }, 'owner closed');
     return ok(null);
   }
 
   // ---- refresh ------------------------------------------------------------
 
   #stopBegun(): boolean {
-    return this.#closing || this.#abandon.signal.aborted;
+    return this.#phase !== 'open' || this.#abandon.signal.aborted;
   }
 
-  #canRefresh(): ErrorData | null {
-    if (this.#closing) return { code: 'shutting_down', message: 'tokend is shutting down' };
-    if (this.#lockLost) return { code: 'lock_lost', message: this.#lockLostMessage() };
-    const tokens = this.#state?.tokens;
-    if (!tokens) return { code: 'reauthorization_required', message: `no tokens yet: ${LOGIN_HINT.replace('again', '')}`.trim() };
-    if (this.#reauthReason) return { code: 'reauthorization_required', message: this.#reauthReason };
-    if (!tokens.refreshToken) return { code: 'reauthorization_required', message: `no refresh token is held: ${LOGIN_HINT}` };
-    return null;
+  /** The refresh token to redeem now, or why none can be. */
+  #refreshable(): Result<string> {
+    if (this.#phase !== 'open') return err('shutting_down', 'tokend is shutting down');
+    if (this.#condition.kind === 'lock_lost') return err('lock_lost', this.#condition.reason);
+    const tokens = this.#tokens();
+    if (tokens.kind === 'none') return err('reauthorization_required', `no tokens yet: ${LOGIN_HINT.replace('again', '')}`.trim());
+    if (this.#condition.kind === 'reauthorization_required') return err('reauthorization_required', this.#condition.reason);
+    if (!tokens.refreshToken) return err('reauthorization_required', `no refresh token is held: ${LOGIN_HINT}`);
+    return ok(tokens.refreshToken);
   }
 
   /** One refresh against the provider. Called only by the refresher, one at a time. */
   async #redeem(): Promise<Result<null>> {
-    const blocked = this.#canRefresh();
+    const current = this.#refreshable();
     // Another tool (or `tokend set` on another path) may have put a different
     // refresh token in the file; our own writes never differ from memory.
-    const adopted = !this.#unsaved && (blocked === null || blocked.code === 'reauthorization_required') && (await this.#adoptNewerFileToken());
-    if (blocked && !adopted) return { ok: false, error: blocked };
-    return this.#redeemToken(this.#state!.tokens!.refreshToken!);
+    const mayAdopt = this.#persistence.kind !== 'unsaved' && (current.ok || current.error.code === 'reauthorization_required');
+    const adopted = mayAdopt ? await this.#adoptNewerFileToken() : null;
+    if (adopted !== null) return this.#redeemToken(adopted);
+    return current.ok ? this.#redeemToken(current.value) : { ok: false, error: current.error };
   }
 
   /** Redeem `refreshToken` (the current one, or the one it replaced), with its intent on disk first. */
@@ -259,20 +279,16 @@ export class Owner {
       await this.#commit((cur) => ({ ...cur, intent: null })).catch(() => undefined);
       return err('shutting_down', 'tokend is shutting down');
     }
-    let response: TokenResponse;
-    try {
-      this.#log.debug({ refreshFingerprint: fp }, 'refreshing');
-      response = await (await this.#client()).refresh(refreshToken, this.#abandon.signal);
-    } catch (caught) {
-      const seconds = (Date.now() - started) / 1000;
-      if ((caught as Error).name !== 'UpstreamFailure') throw caught;
-      const e = caught as UpstreamFailure;
-      this.#emit({ type: 'refresh', outcome: e.kind === 'transient' ? 'transient_error' : e.kind, seconds });
-      return this.#onRefreshFailure(e, refreshToken);
+    this.#log.debug({ refreshFingerprint: fp }, 'refreshing');
+    const outcome = await (await this.#client()).refresh(refreshToken, this.#abandon.signal);
+    const seconds = (Date.now() - started) / 1000;
+    if (outcome.kind !== 'tokens') {
+      this.#emit({ type: 'refresh', outcome: outcome.kind === 'transient' ? 'transient_error' : outcome.kind, seconds });
+      return this.#onRefreshFailure(outcome, refreshToken);
     }
-    this.#emit({ type: 'refresh', outcome: 'success', seconds: (Date.now() - started) / 1000 });
-    for (const warning of response.warnings) this.#log.warn({ refreshFingerprint: fp }, warning);
-    await this.#adoptResponse(response, refreshToken);
+    this.#emit({ type: 'refresh', outcome: 'success', seconds });
+    for (const warning of outcome.tokens.warnings) this.#log.warn({ refreshFingerprint: fp }, warning);
+    await this.#adoptResponse(outcome.tokens, refreshToken);
     return ok(null);
   }
 
@@ -284,8 +300,9 @@ export class Owner {
       tokens: mergeTokens(cur.tokens, response, redeemed, now, this.#opts.provider.name),
       intent: null,
     }));
+    const t = this.#tokens();
     this.#log.info(
-      { accessFingerprint: fingerprint(response.accessToken), expiresAt: iso(this.#state!.tokens!.expiresAtMs), version: this.#state!.version },
+      { accessFingerprint: fingerprint(response.accessToken), expiresAt: iso(t.kind === 'active' ? t.expiresAtMs : null), version: this.#state!.version },
       'token refreshed',
     );
   }
@@ -301,12 +318,28 @@ export class Owner {
       // The provider has rotated the token: the new one exists only here now.
       const cur = this.#state!;
       this.#state = { ...change(cur), version: cur.version + 1 };
-      this.#unsaved = true;
-      this.#persistError = (e as Error).message;
+      const attempts = this.#persistence.kind === 'unsaved' ? this.#persistence.attempts : 0;
+      this.#persistence = { kind: 'unsaved', error: (e as Error).message, attempts };
       this.#log.error({ err: (e as Error).message }, 'refreshed tokens could not be written; keeping them in memory and retrying the write');
       this.#schedulePersistRetry();
     }
     this.#uncertain = null;
+  }
+
+  /** Act on a failed token request: the provider's answer is classified already. */
+  async #onRefreshFailure(f: UpstreamFailure, redeemed: string): Promise<Result<null>> {
+    switch (f.kind) {
+      case 'invalid_grant':
+        return this.#onRefused(f, redeemed);
+      case 'bad_response': {
+        const rotated = f.rotatedRefreshToken;
+        if (rotated !== null && rotated !== redeemed && this.#tokens().kind !== 'none') return this.#keepRotated(f, rotated, redeemed);
+        return this.#willRetry(f, redeemed);
+      }
+      case 'transient':
+      case 'rejected':
+        return this.#willRetry(f, redeemed);
+    }
   }
 
   /**
@@ -314,67 +347,70 @@ export class Owner {
    * have rotated, so the redeemed token may be spent. Keep the new one (the
    * redeemed one as its predecessor), keep the access token, retry on the backoff schedule.
    */
-  async #keepRotated(e: UpstreamFailure, rotated: string, redeemed: string): Promise<Result<null>> {
+  async #keepRotated(f: RetriedFailure, rotated: string, redeemed: string): Promise<Result<null>> {
     await this.#commitRotation((cur) => ({
       ...cur,
-      tokens: cur.tokens ? { ...cur.tokens, refreshToken: rotated, replacedRefreshToken: redeemed } : null,
+      tokens: cur.tokens.kind === 'none' ? cur.tokens : { ...cur.tokens, refreshToken: rotated, replacedRefreshToken: redeemed },
       intent: null,
     }));
     this.#log.warn(
-      { refreshFingerprint: fingerprint(rotated), replacedFingerprint: fingerprint(redeemed), status: e.status, kind: e.kind },
-      `${e.message}; the answer carried a new refresh token: kept it, with the one it replaces, and retrying`,
+      { refreshFingerprint: fingerprint(rotated), replacedFingerprint: fingerprint(redeemed), status: f.status, kind: f.kind },
+      `${f.message}; the answer carried a new refresh token: kept it, with the one it replaces, and retrying`,
     );
-    return err('upstream_error', e.message, { upstream: { status: e.status, error: e.error }, retryAfterMs: e.retryAfterMs });
+    return upstreamError(f);
   }
 
-  async #onRefreshFailure(e: UpstreamFailure, redeemed: string): Promise<Result<null>> {
-    const fp = fingerprint(redeemed);
-    const rotated = e.rotatedRefreshToken;
-    if (rotated !== null && rotated !== redeemed && this.#state?.tokens) return this.#keepRotated(e, rotated, redeemed);
-    if (e.kind === 'invalid_grant') {
-      if (await this.#adoptNewerFileToken()) return this.#redeem();
-      // Tried once per refusal: when it is refused too, `redeemed` is the replaced one and this is skipped.
-      const replaced = this.#state?.tokens?.replacedRefreshToken ?? null;
-      if (replaced !== null && replaced !== redeemed && this.#state?.tokens?.refreshToken === redeemed) {
-        this.#log.warn(
-          { refreshFingerprint: fp, replacedFingerprint: fingerprint(replaced) },
-          'the provider refused the refresh token: trying the one it replaced',
-        );
-        return this.#redeemToken(replaced);
-      }
-      const lost = this.#uncertain?.fingerprint === fp ? this.#uncertain : null;
-      this.#reauthReason = lost
-        ? `the provider refused the refresh token (${e.error ?? 'invalid_grant'}); a refresh started at ${new Date(lost.sinceMs).toISOString()} was interrupted before its answer was saved, so the provider had most likely rotated it already: ${LOGIN_HINT}`
-        : `the provider refused the refresh token (${e.error ?? 'invalid_grant'}): ${LOGIN_HINT}`;
-      this.#publish();
-      this.#log.error({ refreshFingerprint: fp, status: e.status, error: e.error }, `reauthorization required: ${this.#reauthReason}`);
-      await this.#commit((cur) => ({ ...cur, intent: null })).catch(() => undefined);
-      return err('reauthorization_required', this.#reauthReason, { upstream: { status: e.status, error: e.error } });
-    }
-    if (e.status === null || (e.status >= 200 && e.status < 300)) {
-      // No answer, or a success refused as malformed: the provider may have rotated the token. Keep the intent open.
-      this.#uncertain ??= { fingerprint: fp, sinceMs: Date.now() };
+  /** A failure the refresher retries on its backoff schedule. */
+  async #willRetry(f: RetriedFailure, redeemed: string): Promise<Result<null>> {
+    if (f.maybeRedeemed) {
+      // The provider may have rotated the token: keep the intent open.
+      this.#uncertain ??= { fingerprint: fingerprint(redeemed), sinceMs: Date.now() };
     } else {
       await this.#commit((cur) => ({ ...cur, intent: null })).catch(() => undefined);
     }
-    this.#log.warn({ status: e.status, error: e.error, kind: e.kind }, e.message);
-    return err('upstream_error', e.message, { upstream: { status: e.status, error: e.error }, retryAfterMs: e.retryAfterMs });
+    this.#log.warn({ status: f.status, error: f.error, kind: f.kind }, f.message);
+    return upstreamError(f);
+  }
+
+  /** The provider refused the refresh token: try what else is held, then declare the login lost. */
+  async #onRefused(f: UpstreamFailure, redeemed: string): Promise<Result<null>> {
+    const fp = fingerprint(redeemed);
+    if ((await this.#adoptNewerFileToken()) !== null) return this.#redeem();
+    // Tried once per refusal: when it is refused too, `redeemed` is the replaced one and this is skipped.
+    const tokens = held(this.#tokens());
+    const replaced = tokens?.replacedRefreshToken ?? null;
+    if (replaced !== null && replaced !== redeemed && tokens?.refreshToken === redeemed) {
+      this.#log.warn(
+        { refreshFingerprint: fp, replacedFingerprint: fingerprint(replaced) },
+        'the provider refused the refresh token: trying the one it replaced',
+      );
+      return this.#redeemToken(replaced);
+    }
+    const lost = this.#uncertain?.fingerprint === fp ? this.#uncertain : null;
+    const reason = lost
+      ? `the provider refused the refresh token (${f.error ?? 'invalid_grant'}); a refresh started at ${new Date(lost.sinceMs).toISOString()} was interrupted before its answer was saved, so the provider had most likely rotated it already: ${LOGIN_HINT}`
+      : `the provider refused the refresh token (${f.error ?? 'invalid_grant'}): ${LOGIN_HINT}`;
+    this.#condition = refused(this.#condition, reason);
+    this.#publish();
+    this.#log.error({ refreshFingerprint: fp, status: f.status, error: f.error }, `reauthorization required: ${reason}`);
+    await this.#commit((cur) => ({ ...cur, intent: null })).catch(() => undefined);
+    return err('reauthorization_required', reason, { upstream: upstreamOf(f) });
   }
 
   /**
    * Before a refusal is final: if the file now holds a different refresh token
-   * (set by another tool), adopt it. True when one was adopted.
+   * (set by another tool), adopt it. Returns the one adopted, or null.
    */
-  async #adoptNewerFileToken(): Promise<boolean> {
+  async #adoptNewerFileToken(): Promise<string | null> {
     const onDisk = await this.#store.peek();
-    const mine = this.#state?.tokens?.refreshToken ?? null;
-    const theirs = onDisk?.tokens?.refreshToken ?? null;
-    if (!onDisk || theirs === null || theirs === mine) return false;
+    const mine = refreshTokenOf(this.#tokens());
+    const theirs = onDisk ? refreshTokenOf(onDisk.tokens) : null;
+    if (!onDisk || theirs === null || theirs === mine) return null;
     this.#log.warn({ refreshFingerprint: fingerprint(theirs) }, 'state file holds a different refresh token: adopting it');
     this.#state = { ...onDisk, version: Math.max(onDisk.version, this.#state?.version ?? 0) };
-    this.#reauthReason = null;
+    this.#condition = relieved(this.#condition);
     this.#uncertain = null;
-    return true;
+    return theirs;
   }
 
   #client(): Promise<TokenClient> {
@@ -387,7 +423,7 @@ export class Owner {
   /** Compute the next state from the latest one, write it, then adopt it. Serialized. */
   #commit(change: (cur: StoredState) => StoredState): Promise<void> {
     const run = async (): Promise<void> => {
-      if (this.#sealed) throw new TokendError('persist_failed', `not writing ${this.#opts.stateFile}: the owner has closed and released the lock`);
+      if (this.#phase === 'sealed') throw new TokendError('persist_failed', `not writing ${this.#opts.stateFile}: the owner has closed and released the lock`);
       const cur = this.#state!;
       const next = { ...change(cur), version: cur.version + 1 };
       const started = performance.now();
@@ -395,15 +431,15 @@ export class Owner {
         await this.#store.save(next);
       } catch (e) {
         this.#emit({ type: 'persist', ok: false, seconds: (performance.now() - started) / 1000 });
-        this.#persistError = (e as Error).message;
+        const error = (e as Error).message;
+        // Memory stays ahead of the file if it was: a failed write does not make it match.
+        this.#persistence = this.#persistence.kind === 'unsaved' ? { ...this.#persistence, error } : { kind: 'failed', error };
         this.#publish();
         throw e;
       }
       this.#emit({ type: 'persist', ok: true, seconds: (performance.now() - started) / 1000 });
       this.#state = next;
-      this.#unsaved = false;
-      this.#persistError = null;
-      this.#persistAttempts = 0;
+      this.#persistence = { kind: 'saved' };
       this.#lastWriteAtMs = Date.now();
       this.#publish();
     };
@@ -413,17 +449,19 @@ export class Owner {
   }
 
   async #flush(): Promise<void> {
-    if (!this.#unsaved) return;
+    if (this.#persistence.kind !== 'unsaved') return;
     await this.#commit((cur) => cur).catch((e: Error) => this.#log.error({ err: e.message }, 'flush failed'));
   }
 
   #schedulePersistRetry(): void {
-    if (this.#persistRetry || this.#closing) return;
-    const delay = Math.min(30_000, 500 * 2 ** this.#persistAttempts++);
+    const p = this.#persistence;
+    if (this.#persistRetry || this.#phase !== 'open' || p.kind !== 'unsaved') return;
+    const delay = Math.min(30_000, 500 * 2 ** p.attempts);
+    this.#persistence = { ...p, attempts: p.attempts + 1 };
     this.#persistRetry = setTimeout(() => {
       this.#persistRetry = null;
       void this.#flush().then(() => {
-        if (this.#unsaved) this.#schedulePersistRetry();
+        if (this.#persistence.kind === 'unsaved') this.#schedulePersistRetry();
         else this.#log.info({ version: this.#state?.version }, 'state written after earlier failures');
       });
     }, delay);
@@ -432,51 +470,37 @@ export class Owner {
   // ---- lock ---------------------------------------------------------------
 
   #onLockCompromised(e: Error): void {
-    this.#lockLost = true;
+    this.#condition = {
+      kind: 'lock_lost',
+      reason: `the lock on ${this.#opts.stateFile} was lost (another process took it over); refreshing stopped: restart tokend`,
+    };
     this.#refresher.stop();
     this.#log.error({ err: e.message }, 'state file lock lost: refreshing stopped so two refreshers cannot destroy the token');
     this.#publish();
   }
 
-  #lockLostMessage(): string {
-    return `the lock on ${this.#opts.stateFile} was lost (another process took it over); refreshing stopped: restart tokend`;
-  }
-
   // ---- snapshot -----------------------------------------------------------
 
-  #usable(): boolean {
-    const t = this.#state?.tokens;
-    return !!t && t.accessToken !== '' && (t.expiresAtMs === null || t.expiresAtMs > Date.now());
+  #tokens(): TokenState {
+    return this.#state?.tokens ?? noTokens;
   }
 
-  #status(): DaemonStatus {
-    if (this.#lockLost) return 'lock_lost';
-    if (this.#reauthReason) return 'reauthorization_required';
-    const t = this.#state?.tokens;
-    if (!t) return 'waiting_for_login';
-    if (!this.#usable()) return 'expired';
-    return 'ok';
+  #status(): ReturnType<typeof statusOf> {
+    return statusOf(this.#condition, this.#tokens(), Date.now());
   }
 
   snapshot(): Snapshot {
     const s = this.#state;
-    const t = s?.tokens ?? null;
-    const status = this.#status();
-    const r = this.#refresher.view();
+    const t = this.#tokens();
+    const { status, reason } = this.#status();
+    const p = this.#persistence;
     return {
       seq: ++this.#seq,
       version: s?.version ?? 0,
       status,
-      reason:
-        status === 'reauthorization_required'
-          ? this.#reauthReason
-          : status === 'waiting_for_login'
-            ? 'no tokens yet: run `tokend login` (or `tokend set`)'
-            : status === 'lock_lost'
-              ? this.#lockLostMessage()
-              : null,
+      reason,
       token:
-        t && t.accessToken !== ''
+        t.kind === 'active'
           ? {
               accessToken: t.accessToken,
               tokenType: t.tokenType,
@@ -488,12 +512,12 @@ export class Owner {
               replacedRefreshFingerprint: t.replacedRefreshToken ? fingerprint(t.replacedRefreshToken) : null,
             }
           : null,
-      refresh: r,
-      persist: { ok: this.#persistError === null, lastError: this.#persistError, lastWriteAtMs: this.#lastWriteAtMs },
+      refresh: this.#refresher.view(),
+      persist: { ok: p.kind === 'saved', lastError: p.kind === 'saved' ? null : p.error, lastWriteAtMs: this.#lastWriteAtMs },
       lockHeld: this.#lock?.held ?? false,
       stateFile: this.#opts.stateFile,
-      provider: t?.provider ?? this.#opts.provider.name,
-      account: t?.account ?? {},
+      provider: held(t)?.provider ?? this.#opts.provider.name,
+      account: held(t)?.account ?? {},
     };
   }
 
@@ -502,20 +526,21 @@ export class Owner {
   }
 }
 
-function mergeTokens(cur: StoredTokens | null, r: TokenResponse, redeemed: string, nowMs: number, provider: string): StoredTokens {
+function mergeTokens(cur: TokenState, r: TokenResponse, redeemed: string, nowMs: number, provider: string): ActiveTokens {
   return {
+    kind: 'active',
     accessToken: r.accessToken,
     // A response without a refresh token keeps the one just redeemed (still valid: it was not rotated).
     refreshToken: r.refreshToken ?? redeemed,
     // Redeemed once: the token it replaced is no longer needed.
     replacedRefreshToken: null,
     tokenType: r.tokenType,
-    scope: r.scope ?? cur?.scope ?? null,
+    scope: r.scope ?? held(cur)?.scope ?? null,
     // Bounded by the parser; clamped here too, so no lifetime can make the write fail.
     expiresAtMs: clampTimeMs(nowMs + r.expiresInSec * 1000),
     obtainedAtMs: nowMs,
     provider,
-    account: { ...(cur?.account ?? {}), ...r.account },
+    account: { ...(held(cur)?.account ?? {}), ...r.account },
   };
 }
 
@@ -524,9 +549,10 @@ function mergeTokens(cur: StoredTokens | null, r: TokenResponse, redeemed: strin
  * means "not given", which keeps the current one; a different one replaces
  * it, and the replaced one is kept until the new one has been redeemed.
  */
-function keepRefreshToken(cur: StoredTokens | null, given: string | null): Pick<StoredTokens, 'refreshToken' | 'replacedRefreshToken'> {
-  const current = cur?.refreshToken ?? null;
-  if (given === null || given === current) return { refreshToken: current, replacedRefreshToken: cur?.replacedRefreshToken ?? null };
+function keepRefreshToken(cur: TokenState, given: string | null): Pick<ActiveTokens, 'refreshToken' | 'replacedRefreshToken'> {
+  const current = refreshTokenOf(cur);
+  const replaced = held(cur)?.replacedRefreshToken ?? null;
+  if (given === null || given === current) return { refreshToken: current, replacedRefreshToken: replaced };
   // A replaced token not yet succeeded by a redeemed one stays: it is the last one known to work, not the one set in between.
-  return { refreshToken: given, replacedRefreshToken: cur?.replacedRefreshToken ?? current };
+  return { refreshToken: given, replacedRefreshToken: replaced ?? current };
 }

@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RefreshTrigger, RefreshView, Result } from '../shared/contract.js';
 import type { ErrorData } from '../shared/errors.js';
 import type { Log } from '../shared/log.js';
-import type { StoredTokens } from '../state-file/codec.js';
+import type { TokenState } from '../state-file/codec.js';
 import { backoffDelay, refreshDueAt } from './schedule.js';
 
 export interface RefresherDeps {
@@ -29,7 +29,7 @@ export interface RefresherDeps {
   readonly redeem: () => Promise<Result<null>>;
   /** Why no refresh can happen now, or null. */
   readonly canRefresh: () => ErrorData | null;
-  readonly token: () => StoredTokens | null;
+  readonly token: () => TokenState;
   readonly onChange: () => void;
   readonly log: Log;
 }
@@ -85,7 +85,7 @@ export class Refresher {
     if (waitUntil > now && this.#lastError) {
       return Promise.resolve({
         ok: false,
-        error: { ...this.#lastError, details: { ...this.#lastError.details, retryAt: new Date(waitUntil).toISOString() } },
+        error: { ...this.#lastError, retryAt: new Date(waitUntil).toISOString() },
       });
     }
     const startAt = Math.max(now, this.#lastStartAtMs + MIN_SPACING_MS);
@@ -125,7 +125,7 @@ export class Refresher {
     this.#lastError = result.error;
     if (RETRYABLE.has(result.error.code)) {
       this.#failures++;
-      const retryAfterMs = typeof result.error.details?.['retryAfterMs'] === 'number' ? result.error.details['retryAfterMs'] : null;
+      const retryAfterMs = result.error.retryAfterMs ?? null;
       const delay = backoffDelay(this.#failures, retryAfterMs);
       this.#retryAtMs = now + delay;
       if (retryAfterMs !== null) this.#notBeforeMs = now + delay;
@@ -156,11 +156,12 @@ export class Refresher {
     if (this.#deps.canRefresh() !== null) return null;
     if (this.#retryAtMs !== null) return this.#retryAtMs;
     const t = this.#deps.token();
-    if (!t) return null;
-    const key = `${t.accessToken === '' ? '' : t.obtainedAtMs}:${t.expiresAtMs}`;
+    if (t.kind === 'none') return null;
+    // A refresh-only login has no known lifetime: it is due at once.
+    const { obtainedAtMs, expiresAtMs } = t.kind === 'active' ? t : { obtainedAtMs: null, expiresAtMs: null };
+    const key = `${t.kind}:${obtainedAtMs}:${expiresAtMs}`;
     // Jitter is drawn once per token, so the schedule does not wander between wake-ups.
-    if (this.#due?.key !== key)
-      this.#due = { key, atMs: refreshDueAt(t.accessToken === '' ? null : t.obtainedAtMs, t.accessToken === '' ? null : t.expiresAtMs) };
+    if (this.#due?.key !== key) this.#due = { key, atMs: refreshDueAt(obtainedAtMs, expiresAtMs) };
     return this.#due.atMs;
   }
 

@@ -5,9 +5,10 @@
  * Every call has connect, header and body timeouts and a hard deadline
  * (undici's own timers can fire late). Every response body is consumed, or
  * the connection pool starves and the next request hangs.
- * Failures are classified in one pure function: `invalid_grant` (and Monzo's
- * `unauthorized.bad_refresh_token*`, GitHub's `bad_refresh_token`) is final;
- * network errors, timeouts, 5xx and 429 are transient.
+ * What a token request comes to is classified in one pure function
+ * (`classifyTokenAnswer`) and returned, never thrown: `invalid_grant` (and
+ * Monzo's `unauthorized.bad_refresh_token*`, GitHub's `bad_refresh_token`) is
+ * final; network errors, timeouts, 5xx and 429 are transient.
  */
 import { Agent, request, type Dispatcher } from 'undici';
 import type { ClientAuthMethod, ProviderSettings, UpstreamTimeouts } from '../shared/contract.js';
@@ -30,26 +31,64 @@ export interface TokenResponse {
   readonly warnings: readonly string[];
 }
 
-export type FailureKind = 'transient' | 'invalid_grant' | 'bad_response' | 'rejected';
-
-/** A failed token request, in the provider's words. Never holds a token. */
-export class UpstreamFailure extends Error {
-  override readonly name = 'UpstreamFailure';
-  constructor(
-    readonly kind: FailureKind,
-    message: string,
-    readonly status: number | null,
-    readonly error: string | null,
-    readonly retryAfterMs: number | null,
-    /**
-     * A refused answer that still carried a new refresh token: the provider
-     * may have rotated, so the redeemed one is spent and this one must be kept.
-     */
-    readonly rotatedRefreshToken: string | null = null,
-  ) {
-    super(message);
-  }
+interface FailureOf<K extends string> {
+  readonly kind: K;
+  readonly message: string;
+  /** null: no answer was read (or none was asked for). */
+  readonly status: number | null;
+  /** The provider's error code, scrubbed; or tokend's name for what happened instead of an answer (`aborted`, `insecure_endpoint`). */
+  readonly error: string | null;
 }
+
+/** What the owner needs to retry a failure that is not final. */
+interface RetryData {
+  /** Retry-After, in ms: the provider asked for this pause. */
+  readonly retryAfterMs: number | null;
+  /**
+   * No answer was read, or a success was refused: the provider may have
+   * redeemed (and rotated) the refresh token without tokend holding its successor.
+   */
+  readonly maybeRedeemed: boolean;
+}
+
+/** A failed request to the provider, in its words. Plain data, never holding a token but `rotatedRefreshToken`. */
+export type UpstreamFailure =
+  /** Worth retrying soon: no answer, 408, 425, 429, 5xx. */
+  | (FailureOf<'transient'> & RetryData)
+  /** Any other refusal (4xx, a redirect, an endpoint tokend sends no secret to): retried on the backoff schedule all the same. */
+  | (FailureOf<'rejected'> & RetryData)
+  /** The provider refused the refresh token: final, only a new login helps. */
+  | FailureOf<'invalid_grant'>
+  /**
+   * A success tokend cannot use. When it still carried a new refresh token
+   * (`rotatedRefreshToken`), the provider may have rotated: the redeemed one
+   * is spent and this one must be kept.
+   */
+  | (FailureOf<'bad_response'> & RetryData & { readonly rotatedRefreshToken: string | null });
+
+/** The failures retried on the backoff schedule: all but a refused refresh token. */
+export type RetriedFailure = Exclude<UpstreamFailure, { readonly kind: 'invalid_grant' }>;
+
+/** What a token request came to: the tokens, or a failure of one kind with what a retry needs. */
+export type TokenOutcome = { readonly kind: 'tokens'; readonly tokens: TokenResponse } | UpstreamFailure;
+
+const maybeRedeemed = (status: number | null): boolean => status === null || (status >= 200 && status < 300);
+const transient = (message: string, status: number | null, error: string | null, retryAfterMs: number | null = null): UpstreamFailure => ({
+  kind: 'transient',
+  message,
+  status,
+  error,
+  retryAfterMs,
+  maybeRedeemed: maybeRedeemed(status),
+});
+const rejected = (message: string, status: number | null, error: string | null, retryAfterMs: number | null = null): UpstreamFailure => ({
+  kind: 'rejected',
+  message,
+  status,
+  error,
+  retryAfterMs,
+  maybeRedeemed: maybeRedeemed(status),
+});
 
 const TRANSIENT_STATUS = new Set([408, 425, 429, 500, 502, 503, 504]);
 
@@ -110,49 +149,55 @@ export function boundLifetime(value: unknown): { sec: number; warning: string | 
   return { sec: Math.round(n), warning: null };
 }
 
+/** What came of a request: its answer, read whole, or why none was. */
+export type Reply =
+  | { readonly kind: 'answer'; readonly status: number; readonly headers: Readonly<Record<string, string | string[] | undefined>>; readonly text: string }
+  /** Network, timeout, a body over the cap or undecodable, abandoned: `error` names which, `message` says it. */
+  | { readonly kind: 'unread'; readonly error: string; readonly message: string };
+
 /**
- * Classify a token endpoint's answer. Pure: status, headers and body text in;
- * tokens or a failure out. Whatever of the provider's words a failure repeats
- * is scrubbed of `sent.secrets`; an answer that is refused but carries a new,
- * valid refresh token hands it on (`rotatedRefreshToken`), since the provider
- * may have spent the one redeemed.
+ * Classify what came of a token request. Pure: the reply in; tokens, or a
+ * failure with what a retry needs, out. An unread answer is transient with
+ * status null: the provider may have acted on a request whose answer tokend
+ * never saw. Whatever of the provider's words a failure repeats is scrubbed
+ * of `sent.secrets`; an answer that is refused but carries a new, valid
+ * refresh token hands it on (`rotatedRefreshToken`), since the provider may
+ * have spent the one redeemed.
  */
-export function parseTokenResponse(
-  status: number,
-  retryAfter: string | string[] | undefined,
-  text: string,
-  nowMs: number,
-  sent: SentRequest = NOTHING_SENT,
-): TokenResponse {
+export function classifyTokenAnswer(reply: Reply, nowMs: number, sent: SentRequest = NOTHING_SENT): TokenOutcome {
+  if (reply.kind === 'unread') return transient(reply.message, null, reply.error);
+  const { status, text } = reply;
   const body = jsonObject(text);
   // Some providers (GitHub) answer an OAuth error with 200: without an access token, it is the error it says.
   const errorIn200 = body !== null && body['access_token'] === undefined && str(body['error']) !== null;
-  if (status < 200 || status >= 300 || errorIn200) return failWithProviderWords(status, retryAfter, body, nowMs, sent);
-  if (body === null) return fail('bad_response', `provider answered ${status} with a body that is not a JSON object`, status, null, null);
+  if (status < 200 || status >= 300 || errorIn200) return providerRefusal(status, reply.headers['retry-after'], body, nowMs, sent);
+  const badResponse = (why: string, rotatedRefreshToken: string | null = null): UpstreamFailure => ({
+    kind: 'bad_response',
+    message: `provider answered ${status} ${why}`,
+    status,
+    error: null,
+    retryAfterMs: null,
+    maybeRedeemed: maybeRedeemed(status),
+    rotatedRefreshToken,
+  });
+  if (body === null) return badResponse('with a body that is not a JSON object');
   const refresh = body['refresh_token'];
   // A refresh token in a 2xx answer may be the only live one (the provider may have spent the one redeemed):
   // whatever its characters, it is kept. Only a value that is not a string at all, or absurdly long, is refused.
   if (refresh !== undefined && refresh !== null && refresh !== '' && !(typeof refresh === 'string' && refresh.length <= MAX_TOKEN_CHARS)) {
-    return fail(
-      'bad_response',
-      `provider answered ${status} with a refresh_token that is not a string (or is over ${MAX_TOKEN_CHARS} characters)`,
-      status,
-      null,
-      null,
-    );
+    return badResponse(`with a refresh_token that is not a string (or is over ${MAX_TOKEN_CHARS} characters)`);
   }
   const refreshToken = str(refresh);
   const rotated = refreshToken !== null && refreshToken !== sent.redeemed ? refreshToken : null;
-  const refuse = (why: string): never => fail('bad_response', `provider answered ${status} ${why}`, status, null, null, rotated);
   const access = body['access_token'];
-  if (str(access) === null) return refuse('without an access_token');
+  if (str(access) === null) return badResponse('without an access_token', rotated);
   if (typeof access !== 'string' || access.length > MAX_TOKEN_CHARS || !B64TOKEN.test(access)) {
-    return refuse(`with an access_token that is not RFC 6750 token characters (or over ${MAX_TOKEN_CHARS} characters)`);
+    return badResponse(`with an access_token that is not RFC 6750 token characters (or over ${MAX_TOKEN_CHARS} characters)`, rotated);
   }
   const type = body['token_type'];
   if (type !== undefined && type !== null && type !== '' && !(typeof type === 'string' && /^bearer$/i.test(type))) {
     const named = typeof type === 'string' ? scrubCode(type, sent.secrets) : null;
-    return refuse(`with token_type ${named ?? describe(type)}, not Bearer`);
+    return badResponse(`with token_type ${named ?? describe(type)}, not Bearer`, rotated);
   }
   const warnings: string[] = [];
   if (refreshToken !== null && !REFRESH_TOKEN.test(refreshToken))
@@ -160,7 +205,7 @@ export function parseTokenResponse(
   const lifetime = boundLifetime(body['expires_in']);
   if (lifetime.warning) warnings.push(lifetime.warning);
   const own = [...sent.secrets, access, ...(refreshToken ? [refreshToken] : [])];
-  return {
+  const tokens: TokenResponse = {
     accessToken: access,
     refreshToken,
     tokenType: 'Bearer',
@@ -169,36 +214,35 @@ export function parseTokenResponse(
     account: readAccount(body, own, warnings),
     warnings,
   };
+  return { kind: 'tokens', tokens };
 }
 
-/** A non-2xx answer as a failure, in the provider's words, scrubbed. */
-function failWithProviderWords(
+/** A non-2xx answer (or an error in a 200) as a failure, in the provider's words, scrubbed. */
+function providerRefusal(
   status: number,
   retryAfter: string | string[] | undefined,
   body: Record<string, unknown> | null,
   nowMs: number,
   sent: SentRequest,
-): never {
+): UpstreamFailure {
   const rawError = str(body?.['error']) ?? str(body?.['code']);
   const error = scrubCode(rawError, sent.secrets);
   const rawDescription = str(body?.['error_description']) ?? str(body?.['message']);
   const description = rawDescription === null ? '' : scrubText(rawDescription, sent.secrets);
   const words = `${error ?? (rawError === null ? `HTTP ${status}` : `HTTP ${status}, an error that is not an error code`)}${description ? `: ${description}` : ''}`;
   if (error === 'invalid_grant' || error === 'bad_refresh_token' || error?.startsWith('unauthorized.bad_refresh_token')) {
-    return fail('invalid_grant', `provider refused the refresh token (${words})`, status, error, null);
+    return { kind: 'invalid_grant', message: `provider refused the refresh token (${words})`, status, error };
   }
   const retryAfterMs = parseRetryAfter(retryAfter, nowMs);
   if (status >= 300 && status < 400) {
-    return fail(
-      'rejected',
+    return rejected(
       `provider answered ${status}, a redirect: tokend does not follow redirects for token requests (configure the URL it points to)`,
       status,
       error,
-      null,
     );
   }
-  if (TRANSIENT_STATUS.has(status)) return fail('transient', `provider answered ${status} (${words})`, status, error, retryAfterMs);
-  return fail('rejected', `provider rejected the request with ${status} (${words})`, status, error, retryAfterMs);
+  if (TRANSIENT_STATUS.has(status)) return transient(`provider answered ${status} (${words})`, status, error, retryAfterMs);
+  return rejected(`provider rejected the request with ${status} (${words})`, status, error, retryAfterMs);
 }
 
 /** The granted scope, when it is one; otherwise ignored with a warning (tokend only shows it). */
@@ -222,17 +266,6 @@ function readAccount(body: Record<string, unknown>, secrets: readonly string[], 
     }
   }
   return account;
-}
-
-function fail(
-  kind: FailureKind,
-  message: string,
-  status: number | null,
-  error: string | null,
-  retryAfterMs: number | null,
-  rotated: string | null = null,
-): never {
-  throw new UpstreamFailure(kind, message, status, error, retryAfterMs, rotated);
 }
 
 /** The form body and headers for a token request, with the client authenticated as configured. */
@@ -263,18 +296,6 @@ function secretsOf(params: Record<string, string>, clientSecret: string | null, 
   return secrets;
 }
 
-interface Answer {
-  readonly status: number;
-  readonly headers: Record<string, string | string[] | undefined>;
-  readonly text: string;
-}
-
-/**
- * One request and its whole answer, read up to the body cap within the
- * deadline. Anything that leaves the answer unread (network, timeout, a body
- * over the cap, `signal`) is a transient failure with status null: the
- * provider may have acted on a request whose answer tokend never saw.
- */
 interface Outgoing {
   readonly method?: 'GET' | 'POST';
   readonly body?: string;
@@ -282,26 +303,25 @@ interface Outgoing {
   readonly dispatcher?: Dispatcher;
 }
 
-async function exchange(what: string, url: string, options: Outgoing, totalMs: number, signal?: AbortSignal): Promise<Answer> {
+/**
+ * One request and its whole answer, read up to the body cap within the
+ * deadline; or, when anything (network, timeout, a body over the cap,
+ * `signal`) leaves the answer unread, why. Never throws.
+ */
+async function exchange(what: string, url: string, options: Outgoing, totalMs: number, signal?: AbortSignal): Promise<Reply> {
   const deadline = AbortSignal.timeout(totalMs);
   try {
     const res = await request(url, { ...options, signal: signal ? AbortSignal.any([signal, deadline]) : deadline });
-    const headers = res.headers as Answer['headers'];
-    return { status: res.statusCode, headers, text: await readBody(res.body, headers) };
+    const headers = res.headers as Record<string, string | string[] | undefined>;
+    return { kind: 'answer', status: res.statusCode, headers, text: await readBody(res.body, headers) };
   } catch (err) {
-    if (signal?.aborted) throw new UpstreamFailure('transient', `${what} was abandoned before its answer was read (shutting down)`, null, 'aborted', null);
+    if (signal?.aborted) return { kind: 'unread', error: 'aborted', message: `${what} was abandoned before its answer was read (shutting down)` };
     if (err instanceof BodyTooLarge)
-      throw new UpstreamFailure(
-        'transient',
-        `${what} failed: the answer was over ${MAX_BODY_BYTES / 1024 / 1024} MiB and was not read`,
-        null,
-        'answer_too_large',
-        null,
-      );
-    if (err instanceof BodyUndecodable) throw new UpstreamFailure('transient', `${what} failed: ${err.message}`, null, 'answer_undecodable', null);
+      return { kind: 'unread', error: 'answer_too_large', message: `${what} failed: the answer was over ${MAX_BODY_BYTES / 1024 / 1024} MiB and was not read` };
+    if (err instanceof BodyUndecodable) return { kind: 'unread', error: 'answer_undecodable', message: `${what} failed: ${err.message}` };
     const code = networkErrorCode(err);
     const how = /TIMEOUT|TimeoutError/.test(code) ? `timed out (${code})` : code;
-    throw new UpstreamFailure('transient', `${what} failed: ${how}`, null, code, null);
+    return { kind: 'unread', error: code, message: `${what} failed: ${how}` };
   }
 }
 
@@ -313,6 +333,8 @@ export interface Discovery {
   readonly pkceS256: boolean;
 }
 
+export type DiscoveryOutcome = { readonly kind: 'discovered'; readonly discovery: Discovery } | UpstreamFailure;
+
 /**
  * Fetch `<issuer>/.well-known/openid-configuration`. Failures are transient
  * (the issuer may be down), but a document tokend must not trust is refused:
@@ -321,45 +343,42 @@ export interface Discovery {
  * than the issuer are accepted: large providers do that (Google's token
  * endpoint is on oauth2.googleapis.com).
  */
-export async function discover(issuer: string, timeouts: UpstreamTimeouts, dispatcher?: Dispatcher, signal?: AbortSignal): Promise<Discovery> {
+export async function discover(issuer: string, timeouts: UpstreamTimeouts, dispatcher?: Dispatcher, signal?: AbortSignal): Promise<DiscoveryOutcome> {
   const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
   const where = `discovery at ${safeUrl(url)}`;
   const insecure = insecureEndpoint(issuer);
-  if (insecure) throw new UpstreamFailure('rejected', `${where} refused: the issuer ${insecure}`, null, 'insecure_endpoint', null);
-  const { status, text } = await exchange(
-    where,
-    url,
-    { headers: { accept: 'application/json' }, ...(dispatcher ? { dispatcher } : {}) },
-    timeouts.totalMs,
-    signal,
-  );
+  if (insecure) return rejected(`${where} refused: the issuer ${insecure}`, null, 'insecure_endpoint');
+  const reply = await exchange(where, url, { headers: { accept: 'application/json' }, ...(dispatcher ? { dispatcher } : {}) }, timeouts.totalMs, signal);
+  if (reply.kind === 'unread') return transient(reply.message, null, reply.error);
+  const { status, text } = reply;
   const doc = jsonObject(text) ?? {};
   const auth = str(doc['authorization_endpoint']);
   const token = str(doc['token_endpoint']);
   if (status !== 200 || !auth || !token) {
     const redirect = status >= 300 && status < 400 ? ' (a redirect, which tokend does not follow)' : '';
-    throw new UpstreamFailure('transient', `${where} answered ${status}${redirect} without authorization_endpoint and token_endpoint`, status, null, null);
+    return transient(`${where} answered ${status}${redirect} without authorization_endpoint and token_endpoint`, status, null);
   }
   const named = str(doc['issuer']);
   if (named !== null && named.replace(/\/+$/, '') !== issuer.replace(/\/+$/, '')) {
-    throw new UpstreamFailure('rejected', `${where} names another issuer (${safeUrl(named)}): refused`, status, 'issuer_mismatch', null);
+    return rejected(`${where} names another issuer (${safeUrl(named)}): refused`, status, 'issuer_mismatch');
   }
   for (const [name, endpoint] of [
     ['authorization_endpoint', auth],
     ['token_endpoint', token],
   ] as const) {
     const why = insecureEndpoint(endpoint);
-    if (why) throw new UpstreamFailure('rejected', `${where}: its ${name} ${safeUrl(endpoint)} ${why}: refused`, status, 'insecure_endpoint', null);
+    if (why) return rejected(`${where}: its ${name} ${safeUrl(endpoint)} ${why}: refused`, status, 'insecure_endpoint');
   }
   const list = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
   const methods = list(doc['token_endpoint_auth_methods_supported']);
-  return {
+  const discovery: Discovery = {
     authorizationEndpoint: auth,
     tokenEndpoint: token,
     // RFC 8414: absent means client_secret_basic only.
     authMethods: methods.length > 0 ? methods : ['client_secret_basic'],
     pkceS256: list(doc['code_challenge_methods_supported']).includes('S256'),
   };
+  return { kind: 'discovered', discovery };
 }
 
 /** The configured method, or the best the issuer offers. */
@@ -368,6 +387,8 @@ export function chooseAuthMethod(configured: ClientAuthMethod | null, offered: r
   if (!hasSecret) return 'none';
   return offered.includes('client_secret_basic') || !offered.includes('client_secret_post') ? 'client_secret_basic' : 'client_secret_post';
 }
+
+type ResolvedProvider = ProviderSettings & { readonly authMethod: ClientAuthMethod };
 
 export class OAuthClient {
   #provider: ProviderSettings;
@@ -390,40 +411,44 @@ export class OAuthClient {
   /**
    * `signal` abandons the request (a deliberate second stop request): it then
    * fails as transient with status null, since the provider may have rotated.
-   * An answer already read is returned as if `signal` had not fired.
+   * An answer already read is classified as if `signal` had not fired.
    */
-  refresh(refreshToken: string, signal?: AbortSignal): Promise<TokenResponse> {
+  refresh(refreshToken: string, signal?: AbortSignal): Promise<TokenOutcome> {
     return this.#post({ grant_type: 'refresh_token', refresh_token: refreshToken }, signal);
   }
 
-  exchangeCode(code: string, redirectUri: string, codeVerifier: string | null): Promise<TokenResponse> {
+  exchangeCode(code: string, redirectUri: string, codeVerifier: string | null): Promise<TokenOutcome> {
     const params: Record<string, string> = { grant_type: 'authorization_code', code, redirect_uri: redirectUri };
     if (codeVerifier !== null) params['code_verifier'] = codeVerifier;
     return this.#post(params);
   }
 
   /** Resolve the token endpoint (and auth method) from the issuer once, on first use. */
-  async #resolved(signal?: AbortSignal): Promise<ProviderSettings & { authMethod: ClientAuthMethod }> {
+  async #resolved(signal?: AbortSignal): Promise<{ readonly kind: 'resolved'; readonly provider: ResolvedProvider } | UpstreamFailure> {
     const p = this.#provider;
     if (p.tokenUrl === '' && p.issuer) {
       const d = await discover(p.issuer, this.#timeouts, this.#dispatcher, signal);
-      this.#provider = { ...p, tokenUrl: d.tokenEndpoint, authMethod: chooseAuthMethod(p.authMethod, d.authMethods, p.clientSecret !== null) };
+      if (d.kind !== 'discovered') return d;
+      const { tokenEndpoint, authMethods } = d.discovery;
+      this.#provider = { ...p, tokenUrl: tokenEndpoint, authMethod: chooseAuthMethod(p.authMethod, authMethods, p.clientSecret !== null) };
     } else if (p.authMethod === null) {
       this.#provider = { ...p, authMethod: p.clientSecret === null ? 'none' : 'client_secret_basic' };
     }
-    return this.#provider as ProviderSettings & { authMethod: ClientAuthMethod };
+    return { kind: 'resolved', provider: this.#provider as ResolvedProvider };
   }
 
-  async #post(params: Record<string, string>, signal?: AbortSignal): Promise<TokenResponse> {
-    const provider = await this.#resolved(signal);
+  async #post(params: Record<string, string>, signal?: AbortSignal): Promise<TokenOutcome> {
+    const resolved = await this.#resolved(signal);
+    if (resolved.kind !== 'resolved') return resolved;
+    const provider = resolved.provider;
     const what = `token request to ${safeUrl(provider.tokenUrl)}`;
     const insecure = insecureEndpoint(provider.tokenUrl);
     // Refused before anything is sent: the client secret never leaves.
-    if (insecure) throw new UpstreamFailure('rejected', `${what} refused: the token endpoint ${insecure}`, null, 'insecure_endpoint', null);
+    if (insecure) return rejected(`${what} refused: the token endpoint ${insecure}`, null, 'insecure_endpoint');
     const { body, headers } = tokenRequest(provider, params);
-    const answer = await exchange(what, provider.tokenUrl, { method: 'POST', body, headers, dispatcher: this.#dispatcher }, this.#timeouts.totalMs, signal);
+    const reply = await exchange(what, provider.tokenUrl, { method: 'POST', body, headers, dispatcher: this.#dispatcher }, this.#timeouts.totalMs, signal);
     const sent = { secrets: secretsOf(params, provider.clientSecret, headers), redeemed: params['refresh_token'] ?? null };
-    return parseTokenResponse(answer.status, answer.headers['retry-after'], answer.text, Date.now(), sent);
+    return classifyTokenAnswer(reply, Date.now(), sent);
   }
 
   /** At the owner's close: nothing may still be waited for (an abandoned request included), so connections are destroyed, not drained. */
@@ -459,17 +484,14 @@ export type ApprovalState = 'approved' | 'pending' | 'unknown';
  */
 export async function monzoApproval(apiBase: string, accessToken: string): Promise<ApprovalState> {
   const url = `${apiBase.replace(/\/+$/, '')}/accounts`;
-  try {
-    const res = await exchange(
-      `approval check at ${safeUrl(url)}`,
-      url,
-      { headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } },
-      10_000,
-    );
-    if (res.status === 200) return 'approved';
-    if (res.status === 403 && res.text.includes('insufficient_permissions')) return 'pending';
-    return 'unknown';
-  } catch {
-    return 'unknown';
-  }
+  const res = await exchange(
+    `approval check at ${safeUrl(url)}`,
+    url,
+    { headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } },
+    10_000,
+  );
+  if (res.kind === 'unread') return 'unknown';
+  if (res.status === 200) return 'approved';
+  if (res.status === 403 && res.text.includes('insufficient_permissions')) return 'pending';
+  return 'unknown';
 }

@@ -6,6 +6,8 @@
  * its own (its README row shows "—"): `httpStatusOf` takes only codes with a
  * status, so calling it with one of these does not compile.
  */
+import type { OwnerRecord } from './contract.js';
+
 export const errorCodes = {
   invalid_request: { status: 400, exit: 2 },
   invalid_json: { status: 400, exit: 2 },
@@ -40,30 +42,51 @@ export type HttpErrorCode = { [C in ErrorCode]: (typeof errorCodes)[C]['status']
 /** The codes only the CLI reports (an exit code, no HTTP status). */
 export type CliErrorCode = Exclude<ErrorCode, HttpErrorCode>;
 
-/** Plain data form of an error: what crosses threads and the wire. */
-export interface ErrorData {
+/** What the provider answered to a failed token request, in its words; `status` null when no answer was read. */
+export interface UpstreamAnswer {
+  readonly status: number | null;
+  readonly error: string | null;
+}
+
+/** What an error may carry beyond its code and message, each field typed. */
+export interface ErrorFields {
+  /** A failed token request: the provider's answer (an HTTP error body carries it as `upstream`). */
+  readonly upstream?: UpstreamAnswer;
+  /** The pause the provider asked for (Retry-After). */
+  readonly retryAfterMs?: number;
+  /** When the refresher tries again: a refresh asked for sooner is answered with this failure. */
+  readonly retryAt?: string;
+  /** Who holds the state file (`state_locked`). */
+  readonly owner?: OwnerRecord;
+  /** Worth trying again (the owner thread's attach, which piscina may not have finished replacing). */
+  readonly retryable?: boolean;
+}
+
+/** Plain data form of an error: what crosses threads (structured clone) and the wire. */
+export interface ErrorData extends ErrorFields {
   readonly code: ErrorCode;
   readonly message: string;
-  readonly details?: Readonly<Record<string, unknown>>;
 }
 
 export class TokendError extends Error {
   override readonly name = 'TokendError';
   readonly code: ErrorCode;
-  readonly details: Readonly<Record<string, unknown>> | undefined;
+  readonly fields: ErrorFields;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+  constructor(code: ErrorCode, message: string, options: { readonly cause?: unknown } & ErrorFields = {}) {
+    const { cause, ...fields } = options;
+    super(message, cause === undefined ? undefined : { cause });
     this.code = code;
-    this.details = options?.details;
+    this.fields = fields;
   }
 
   static from(data: ErrorData): TokendError {
-    return new TokendError(data.code, data.message, data.details ? { details: { ...data.details } } : undefined);
+    const { code, message, ...fields } = data;
+    return new TokendError(code, message, fields);
   }
 
   toData(): ErrorData {
-    return this.details ? { code: this.code, message: this.message, details: this.details } : { code: this.code, message: this.message };
+    return { code: this.code, message: this.message, ...this.fields };
   }
 }
 

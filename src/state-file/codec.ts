@@ -16,22 +16,45 @@ import * as v from 'valibot';
 import { describeIssues } from '../shared/validation.js';
 import { TokendError } from '../shared/errors.js';
 
-export interface StoredTokens {
-  readonly accessToken: string;
-  readonly refreshToken: string | null;
+/** Fields every held login has, whatever else is known. */
+interface HeldTokens {
+  readonly provider: string | null;
+  readonly scope: string | null;
+  /** Provider fields worth keeping (Monzo's user_id, client_id). */
+  readonly account: Readonly<Record<string, string>>;
   /**
    * The refresh token that `refreshToken` replaced (set by hand, or rotated by
    * a refused answer), kept until `refreshToken` has been redeemed once: if
    * the new one is refused, the old one is tried before giving up the login.
    */
   readonly replacedRefreshToken: string | null;
+}
+
+/** A refresh token and no access token (a file written by another tool): refreshed at start. */
+export interface RefreshOnlyTokens extends HeldTokens {
+  readonly kind: 'refresh_only';
+  readonly refreshToken: string;
+}
+
+/** An access token, with a refresh token when the provider gave one. */
+export interface ActiveTokens extends HeldTokens {
+  readonly kind: 'active';
+  readonly accessToken: string;
+  readonly refreshToken: string | null;
   readonly tokenType: string;
-  readonly scope: string | null;
+  /** null: unknown (the older layout), refreshed at start. */
   readonly expiresAtMs: number | null;
   readonly obtainedAtMs: number | null;
-  readonly provider: string | null;
-  /** Provider fields worth keeping (Monzo's user_id, client_id). */
-  readonly account: Readonly<Record<string, string>>;
+}
+
+/** What the state file holds of the login. */
+export type TokenState = { readonly kind: 'none' } | RefreshOnlyTokens | ActiveTokens;
+
+export const noTokens: TokenState = { kind: 'none' };
+
+/** The refresh token held, if any. */
+export function refreshTokenOf(t: TokenState): string | null {
+  return t.kind === 'none' ? null : t.refreshToken;
 }
 
 export interface RefreshIntent {
@@ -42,13 +65,13 @@ export interface RefreshIntent {
 
 export interface StoredState {
   readonly version: number;
-  readonly tokens: StoredTokens | null;
+  readonly tokens: TokenState;
   readonly intent: RefreshIntent | null;
   /** Whether the file uses (or used) the older Monzo keys. */
   readonly legacyKeys: boolean;
 }
 
-export const emptyState: StoredState = { version: 0, tokens: null, intent: null, legacyKeys: false };
+export const emptyState: StoredState = { version: 0, tokens: noTokens, intent: null, legacyKeys: false };
 
 /** Keys tokend owns; every other key is someone else's and is preserved. */
 const ownKeys = new Set([
@@ -154,11 +177,12 @@ export function decodeState(text: string, path: string): { state: StoredState; r
     const value = f[key];
     if (value !== undefined) account[key] = value;
   }
-  let tokens: StoredTokens | null = null;
+  let tokens: TokenState = noTokens;
   if (accessToken !== undefined) {
     // With only the older keys, nothing says when the token expires: refresh at start.
     const fromNewKeys = f.access_token !== undefined;
     tokens = {
+      kind: 'active',
       accessToken,
       refreshToken,
       replacedRefreshToken,
@@ -170,17 +194,7 @@ export function decodeState(text: string, path: string): { state: StoredState; r
       account,
     };
   } else if (refreshToken !== null) {
-    tokens = {
-      accessToken: '',
-      refreshToken,
-      replacedRefreshToken,
-      tokenType: 'Bearer',
-      scope: f.scope ?? null,
-      expiresAtMs: null,
-      obtainedAtMs: null,
-      provider: f.provider ?? null,
-      account,
-    };
+    tokens = { kind: 'refresh_only', refreshToken, replacedRefreshToken, scope: f.scope ?? null, provider: f.provider ?? null, account };
   }
   const intent = f.refresh_intent
     ? { refreshFingerprint: f.refresh_intent.refresh_token_fingerprint, startedAtMs: Date.parse(f.refresh_intent.started_at) }
@@ -216,18 +230,20 @@ export function encodeState(state: StoredState, foreign: RawFile): string {
   const out: RawFile = Object.create(null) as RawFile;
   for (const [key, value] of Object.entries(foreign)) out[key] = value;
   const t = state.tokens;
-  if (t) {
-    if (t.accessToken !== '') out['access_token'] = t.accessToken;
+  if (t.kind !== 'none') {
+    // A refresh-only login has the same keys, its access token's absent or null: one shape for readers of the file.
+    const access = t.kind === 'active' ? t : null;
+    if (access) out['access_token'] = access.accessToken;
     out['refresh_token'] = t.refreshToken;
     if (t.replacedRefreshToken !== null) out['replaced_refresh_token'] = t.replacedRefreshToken;
-    out['token_type'] = t.tokenType;
+    out['token_type'] = access?.tokenType ?? 'Bearer';
     out['scope'] = t.scope;
-    out['expires_at'] = iso(t.expiresAtMs);
-    out['obtained_at'] = iso(t.obtainedAtMs);
+    out['expires_at'] = iso(access?.expiresAtMs ?? null);
+    out['obtained_at'] = iso(access?.obtainedAtMs ?? null);
     out['provider'] = t.provider;
     for (const [key, value] of Object.entries(t.account)) out[key] = value;
     if (state.legacyKeys) {
-      if (t.accessToken !== '') out['monzoAccessToken'] = t.accessToken;
+      if (access) out['monzoAccessToken'] = access.accessToken;
       if (t.refreshToken !== null) out['monzoRefreshToken'] = t.refreshToken;
     }
   }

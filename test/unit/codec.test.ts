@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeState, encodeState, foreignKeys, jsonNesting, MAX_NESTING, MAX_STATE_VERSION } from '../../src/state-file/codec.ts';
+import { decodeState, encodeState, foreignKeys, jsonNesting, MAX_NESTING, MAX_STATE_VERSION, type StoredState } from '../../src/state-file/codec.ts';
 import { TokendError } from '../../src/shared/errors.ts';
+
+/** The tokens of `state`, which must hold an access token. */
+function active(state: StoredState) {
+  assert.equal(state.tokens.kind, 'active');
+  if (state.tokens.kind !== 'active') throw new Error('unreachable');
+  return state.tokens;
+}
 
 const full = {
   access_token: 'acc_1',
@@ -22,9 +29,9 @@ describe('state file codec', () => {
   it('round-trips every field and keeps foreign keys untouched', () => {
     const { state, raw } = decodeState(JSON.stringify(full), 'f');
     assert.equal(state.version, 7);
-    assert.equal(state.tokens?.accessToken, 'acc_1');
-    assert.equal(state.tokens?.expiresAtMs, Date.parse(full.expires_at));
-    assert.deepEqual(state.tokens?.account, { user_id: 'user_1', client_id: 'oauth2client_1' });
+    assert.equal(active(state).accessToken, 'acc_1');
+    assert.equal(active(state).expiresAtMs, Date.parse(full.expires_at));
+    assert.deepEqual(active(state).account, { user_id: 'user_1', client_id: 'oauth2client_1' });
     const again = JSON.parse(encodeState(state, foreignKeys(raw)));
     assert.deepEqual(again, full);
   });
@@ -32,13 +39,44 @@ describe('state file codec', () => {
   it('reads the older monzoAccessToken/monzoRefreshToken layout with no expiry, and keeps those keys current', () => {
     const { state, raw } = decodeState(JSON.stringify({ monzoAccessToken: 'a0', monzoRefreshToken: 'r0', x: 1 }), 'f');
     assert.equal(state.legacyKeys, true);
-    assert.equal(state.tokens?.expiresAtMs, null);
-    const next = { ...state, version: 1, tokens: { ...state.tokens, accessToken: 'a1', refreshToken: 'r1', expiresAtMs: 1000, obtainedAtMs: 0 } };
+    assert.equal(active(state).expiresAtMs, null);
+    const next = { ...state, version: 1, tokens: { ...active(state), accessToken: 'a1', refreshToken: 'r1', expiresAtMs: 1000, obtainedAtMs: 0 } };
     const written = JSON.parse(encodeState(next, foreignKeys(raw)));
     assert.equal(written.monzoAccessToken, 'a1');
     assert.equal(written.monzoRefreshToken, 'r1');
     assert.equal(written.access_token, 'a1');
     assert.equal(written.x, 1);
+  });
+
+  it('reads a file with a refresh token and no access token as refresh-only, and writes it back byte for byte', () => {
+    for (const file of [
+      {
+        refresh_token: 'ref_1',
+        token_type: 'Bearer',
+        scope: 'openid',
+        expires_at: null,
+        obtained_at: null,
+        provider: 'monzo',
+        user_id: 'u',
+        state_version: 3,
+        refresh_intent: null,
+      },
+      { monzoRefreshToken: 'ref_1', x: 1 },
+    ]) {
+      const text = `${JSON.stringify(file, null, 2)}\n`;
+      const { state, raw } = decodeState(text, 'f');
+      assert.equal(state.tokens.kind, 'refresh_only');
+      const written = encodeState(state, foreignKeys(raw));
+      assert.equal(decodeState(written, 'f').state.tokens.kind, 'refresh_only');
+      assert.equal(Object.hasOwn(JSON.parse(written), 'access_token'), false);
+      if ('state_version' in file) assert.equal(written, text);
+    }
+  });
+
+  it('writes no token keys for a file without tokens', () => {
+    const { state } = decodeState('{"x":1}', 'f');
+    assert.equal(state.tokens.kind, 'none');
+    assert.equal(encodeState(state, { x: 1 }), `${JSON.stringify({ x: 1, state_version: 0, refresh_intent: null }, null, 2)}\n`);
   });
 
   it('records and reads a refresh intent', () => {
@@ -103,17 +141,17 @@ describe('state file codec', () => {
   it('never fails to encode, whatever the times say', () => {
     const { state } = decodeState(JSON.stringify(full), 'f');
     for (const ms of [9e18, -9e18, Number.NaN, Number.POSITIVE_INFINITY, 8.64e15 + 1]) {
-      const absurd = { ...state, tokens: { ...state.tokens!, expiresAtMs: ms, obtainedAtMs: ms }, intent: { refreshFingerprint: 'f', startedAtMs: ms } };
-      const back = decodeState(encodeState(absurd, {}), 'f').state;
-      assert.ok(back.tokens!.expiresAtMs === null || Math.abs(back.tokens!.expiresAtMs) <= 8.64e15);
+      const absurd = { ...state, tokens: { ...active(state), expiresAtMs: ms, obtainedAtMs: ms }, intent: { refreshFingerprint: 'f', startedAtMs: ms } };
+      const back = active(decodeState(encodeState(absurd, {}), 'f').state);
+      assert.ok(back.expiresAtMs === null || Math.abs(back.expiresAtMs) <= 8.64e15);
     }
   });
 
   it('round-trips replaced_refresh_token, and writes it only while there is one', () => {
     const { state } = decodeState(JSON.stringify({ ...full, replaced_refresh_token: 'ref_0' }), 'f');
-    assert.equal(state.tokens?.replacedRefreshToken, 'ref_0');
+    assert.equal(active(state).replacedRefreshToken, 'ref_0');
     assert.equal(JSON.parse(encodeState(state, {})).replaced_refresh_token, 'ref_0');
-    const redeemed = { ...state, tokens: { ...state.tokens, replacedRefreshToken: null } };
+    const redeemed = { ...state, tokens: { ...active(state), replacedRefreshToken: null } };
     assert.equal(Object.hasOwn(JSON.parse(encodeState(redeemed, {})), 'replaced_refresh_token'), false);
   });
 });

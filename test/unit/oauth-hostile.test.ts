@@ -1,25 +1,30 @@
 /**
  * What a provider can say, taken as an attacker or a careless provider would
  * say it: lifetimes that cannot be written, tokens that cannot be served,
- * error texts that echo the request. Pure: the parser and the scrubber.
+ * error texts that echo the request. Pure: the classifier and the scrubber.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { boundLifetime, parseTokenResponse, UpstreamFailure, type SentRequest, type TokenResponse } from '../../src/provider/oauth.ts';
+import { boundLifetime, classifyTokenAnswer, type SentRequest, type TokenOutcome, type TokenResponse, type UpstreamFailure } from '../../src/provider/oauth.ts';
 import { LIFETIME } from '../../src/shared/token-syntax.ts';
 import { scrubCode, scrubText } from '../../src/provider/provider-text.ts';
 
 const NOW = Date.parse('2026-12-02T08:00:00Z');
-const ok = (body: Record<string, unknown>, sent?: SentRequest): TokenResponse => parseTokenResponse(200, undefined, JSON.stringify(body), NOW, sent);
-const failure = (fn: () => unknown): UpstreamFailure => {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof UpstreamFailure, String(e));
-    return e;
-  }
-  assert.fail('expected an UpstreamFailure');
+/** The classifier on an answer read whole. */
+const classify = (status: number, retryAfter: string | undefined, text: string, nowMs: number, sent?: SentRequest): TokenOutcome =>
+  classifyTokenAnswer({ kind: 'answer', status, headers: retryAfter === undefined ? {} : { 'retry-after': retryAfter }, text }, nowMs, sent);
+const tokens = (outcome: TokenOutcome): TokenResponse => {
+  if (outcome.kind !== 'tokens') assert.fail(`expected tokens, got ${outcome.kind}: ${outcome.message}`);
+  return outcome.tokens;
 };
+const failure = (outcome: TokenOutcome): UpstreamFailure => {
+  if (outcome.kind === 'tokens') assert.fail('expected a failure');
+  return outcome;
+};
+const outcome = (body: Record<string, unknown>, sent?: SentRequest): TokenOutcome => classify(200, undefined, JSON.stringify(body), NOW, sent);
+const ok = (body: Record<string, unknown>, sent?: SentRequest): TokenResponse => tokens(outcome(body, sent));
+/** The refresh token a refused success hands on (only a bad_response carries one). */
+const rotatedOf = (e: UpstreamFailure): string | null | undefined => (e.kind === 'bad_response' ? e.rotatedRefreshToken : undefined);
 
 describe('expires_in is bounded: every answer gives a lifetime that can be written', () => {
   const cases: Array<[string, unknown, number, RegExp | null]> = [
@@ -55,7 +60,7 @@ describe('expires_in is bounded: every answer gives a lifetime that can be writt
   }
 
   it('1e400 in the JSON text (Infinity once parsed) is held to the ceiling', () => {
-    assert.equal(parseTokenResponse(200, undefined, '{"access_token":"a","expires_in":1e400}', NOW).expiresInSec, LIFETIME.maxSec);
+    assert.equal(tokens(classify(200, undefined, '{"access_token":"a","expires_in":1e400}', NOW)).expiresInSec, LIFETIME.maxSec);
   });
 
   it('a fraction of a second is rounded to whole seconds', () => {
@@ -79,17 +84,17 @@ describe('tokens from the provider: RFC 6750 characters, Bearer only', () => {
     ['padding in the middle', 'ab=cd'],
   ] as const) {
     it(`an access token with ${name} is refused, and the rotated refresh token is handed on`, () => {
-      const e = failure(() => ok({ access_token: token, refresh_token: 'ref_new', token_type: 'Bearer' }, redeemed));
+      const e = failure(outcome({ access_token: token, refresh_token: 'ref_new', token_type: 'Bearer' }, redeemed));
       assert.equal(e.kind, 'bad_response');
       assert.match(e.message, /not RFC 6750 token characters/);
-      assert.equal(e.rotatedRefreshToken, 'ref_new');
+      assert.equal(rotatedOf(e), 'ref_new');
       assert.ok(!e.message.includes(token));
     });
   }
 
   it('an access token that is not a string, or absurdly long, is refused', () => {
-    assert.equal(failure(() => ok({ access_token: 12345, token_type: 'Bearer' })).kind, 'bad_response');
-    assert.equal(failure(() => ok({ access_token: 'a'.repeat(70_000), token_type: 'Bearer' })).kind, 'bad_response');
+    assert.equal(failure(outcome({ access_token: 12345, token_type: 'Bearer' })).kind, 'bad_response');
+    assert.equal(failure(outcome({ access_token: 'a'.repeat(70_000), token_type: 'Bearer' })).kind, 'bad_response');
   });
 
   it('accepts every b64token character, with trailing padding', () => {
@@ -104,22 +109,22 @@ describe('tokens from the provider: RFC 6750 characters, Bearer only', () => {
 
   it('token_type mac (or DPoP, or a number) is refused, the rotation handed on', () => {
     for (const type of ['mac', 'DPoP', 'Bearer ', 42]) {
-      const e = failure(() => ok({ access_token: 'a', refresh_token: 'ref_new', token_type: type }, redeemed));
+      const e = failure(outcome({ access_token: 'a', refresh_token: 'ref_new', token_type: type }, redeemed));
       assert.equal(e.kind, 'bad_response');
       assert.match(e.message, /not Bearer/);
-      assert.equal(e.rotatedRefreshToken, 'ref_new');
+      assert.equal(rotatedOf(e), 'ref_new');
     }
   });
 
   it('an answer without an access token hands on a rotated refresh token', () => {
-    const e = failure(() => ok({ refresh_token: 'ref_new' }, redeemed));
+    const e = failure(outcome({ refresh_token: 'ref_new' }, redeemed));
     assert.match(e.message, /without an access_token/);
-    assert.equal(e.rotatedRefreshToken, 'ref_new');
+    assert.equal(rotatedOf(e), 'ref_new');
   });
 
   it('hands on nothing when the refresh token is the one redeemed, or absent', () => {
-    assert.equal(failure(() => ok({ refresh_token: 'ref_old', token_type: 'mac', access_token: 'a' }, redeemed)).rotatedRefreshToken, null);
-    assert.equal(failure(() => ok({ token_type: 'mac', access_token: 'a' }, redeemed)).rotatedRefreshToken, null);
+    assert.equal(rotatedOf(failure(outcome({ refresh_token: 'ref_old', token_type: 'mac', access_token: 'a' }, redeemed))), null);
+    assert.equal(rotatedOf(failure(outcome({ token_type: 'mac', access_token: 'a' }, redeemed))), null);
   });
 
   it('a refresh token in a success is kept whatever its characters (it may be the only live one), with a warning outside RFC 6749', () => {
@@ -138,10 +143,10 @@ describe('tokens from the provider: RFC 6750 characters, Bearer only', () => {
 
   it('a refresh_token that is not a string is refused and never handed on', () => {
     for (const refresh of [42, ['ref'], { a: 1 }]) {
-      const e = failure(() => ok({ access_token: 'a', refresh_token: refresh }, redeemed));
+      const e = failure(outcome({ access_token: 'a', refresh_token: refresh }, redeemed));
       assert.equal(e.kind, 'bad_response');
       assert.match(e.message, /refresh_token that is not a string/);
-      assert.equal(e.rotatedRefreshToken, null);
+      assert.equal(rotatedOf(e), null);
     }
   });
 
@@ -153,16 +158,16 @@ describe('tokens from the provider: RFC 6750 characters, Bearer only', () => {
 
 describe('the rest of a 200 answer', () => {
   it('a __proto__ key is data, never a prototype that supplies an access token', () => {
-    const e = failure(() => parseTokenResponse(200, undefined, '{"__proto__":{"access_token":"a","token_type":"Bearer"}}', NOW));
+    const e = failure(classify(200, undefined, '{"__proto__":{"access_token":"a","token_type":"Bearer"}}', NOW));
     assert.match(e.message, /without an access_token/);
-    const r = parseTokenResponse(200, undefined, '{"access_token":"a","__proto__":{"user_id":"x"},"constructor":{"x":1}}', NOW);
+    const r = tokens(classify(200, undefined, '{"access_token":"a","__proto__":{"user_id":"x"},"constructor":{"x":1}}', NOW));
     assert.deepEqual(r.account, {});
     assert.equal(Object.getPrototypeOf(r.account), Object.prototype);
   });
 
   it('duplicate keys: the last one counts, as in every JSON parser, and is checked like any other', () => {
-    assert.equal(parseTokenResponse(200, undefined, '{"access_token":"a","access_token":"b"}', NOW).accessToken, 'b');
-    assert.equal(failure(() => parseTokenResponse(200, undefined, '{"access_token":"a","access_token":"b c"}', NOW)).kind, 'bad_response');
+    assert.equal(tokens(classify(200, undefined, '{"access_token":"a","access_token":"b"}', NOW)).accessToken, 'b');
+    assert.equal(failure(classify(200, undefined, '{"access_token":"a","access_token":"b c"}', NOW)).kind, 'bad_response');
   });
 
   it('a scope that is not scope tokens is ignored with a warning', () => {
@@ -199,7 +204,7 @@ describe("the provider's words, scrubbed of what tokend sent", () => {
       error: 'invalid_request',
       error_description: `bad request: ${body}; raw secret ${secret}; authorization: Basic ${sent.secrets[2]}; encoded ${encodeURIComponent(secret)}`,
     });
-    const e = failure(() => parseTokenResponse(400, undefined, text, NOW, sent));
+    const e = failure(classify(400, undefined, text, NOW, sent));
     assert.equal(e.error, 'invalid_request');
     for (const s of [...sent.secrets, encodeURIComponent(secret), new URLSearchParams({ s: secret }).toString().slice(2), 'ref_0123456789', 'conf/secret']) {
       assert.ok(!e.message.includes(s), `${s} in ${e.message}`);
@@ -208,34 +213,25 @@ describe("the provider's words, scrubbed of what tokend sent", () => {
   });
 
   it('a secret cut short or split by a control character is still hidden', () => {
-    const e = failure(() =>
-      parseTokenResponse(
-        400,
-        undefined,
-        JSON.stringify({ error: 'x', error_description: 'token ref_0123456789ab… and ref_01234\u000056789abcdef' }),
-        NOW,
-        sent,
-      ),
+    const e = failure(
+      classify(400, undefined, JSON.stringify({ error: 'x', error_description: 'token ref_0123456789ab… and ref_01234\u000056789abcdef' }), NOW, sent),
     );
     assert.ok(!/ref_0123456789ab|56789abcdef/.test(e.message), e.message);
   });
 
   it('an error code that echoes a secret, or is not a code, is replaced; the status speaks instead', () => {
     for (const error of ['ref_0123456789abcdef', 'two words', 'x'.repeat(65), 'bad\u001b[31m']) {
-      const e = failure(() => parseTokenResponse(401, undefined, JSON.stringify({ error }), NOW, sent));
+      const e = failure(classify(401, undefined, JSON.stringify({ error }), NOW, sent));
       assert.equal(e.error, null, error);
       assert.match(e.message, /HTTP 401, an error that is not an error code/);
       assert.ok(!e.message.includes(error), e.message);
     }
-    assert.equal(
-      failure(() => parseTokenResponse(401, undefined, JSON.stringify({ code: 'unauthorized.bad_refresh_token.evicted' }), NOW, sent)).kind,
-      'invalid_grant',
-    );
+    assert.equal(failure(classify(401, undefined, JSON.stringify({ code: 'unauthorized.bad_refresh_token.evicted' }), NOW, sent)).kind, 'invalid_grant');
   });
 
   it('a token the provider echoes on its own (not one tokend sent) is hidden; a request id is kept', () => {
-    const e = failure(() =>
-      parseTokenResponse(
+    const e = failure(
+      classify(
         500,
         undefined,
         JSON.stringify({
@@ -251,8 +247,8 @@ describe("the provider's words, scrubbed of what tokend sent", () => {
   });
 
   it('control characters become spaces, the text is cut short', () => {
-    const e = failure(() =>
-      parseTokenResponse(
+    const e = failure(
+      classify(
         503,
         undefined,
         JSON.stringify({ error: 'temporarily_unavailable', error_description: `a\u001b[2J\r\nb\u202ec ${'x '.repeat(5000)}` }),
@@ -266,22 +262,17 @@ describe("the provider's words, scrubbed of what tokend sent", () => {
   });
 
   it('an OAuth error sent with 200 (as GitHub does) is the error it says, final when the token is refused', () => {
-    assert.equal(failure(() => parseTokenResponse(200, undefined, '{"error":"bad_refresh_token","error_description":"expired"}', NOW)).kind, 'invalid_grant');
-    assert.equal(failure(() => parseTokenResponse(200, undefined, '{"error":"invalid_grant"}', NOW)).kind, 'invalid_grant');
-    const e = failure(() =>
-      parseTokenResponse(
-        200,
-        undefined,
-        '{"error":"incorrect_client_credentials","error_description":"The client_id and/or client_secret passed are incorrect."}',
-        NOW,
-      ),
+    assert.equal(failure(classify(200, undefined, '{"error":"bad_refresh_token","error_description":"expired"}', NOW)).kind, 'invalid_grant');
+    assert.equal(failure(classify(200, undefined, '{"error":"invalid_grant"}', NOW)).kind, 'invalid_grant');
+    const e = failure(
+      classify(200, undefined, '{"error":"incorrect_client_credentials","error_description":"The client_id and/or client_secret passed are incorrect."}', NOW),
     );
     assert.equal(e.kind, 'rejected');
     assert.match(e.message, /incorrect_client_credentials: The client_id/);
   });
 
   it('a redirect is a clear failure, not a token answer', () => {
-    const e = failure(() => parseTokenResponse(302, undefined, '', NOW));
+    const e = failure(classify(302, undefined, '', NOW));
     assert.equal(e.kind, 'rejected');
     assert.match(e.message, /302, a redirect: tokend does not follow redirects/);
   });

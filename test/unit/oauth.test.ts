@@ -1,24 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseTokenResponse, tokenRequest, UpstreamFailure } from '../../src/provider/oauth.ts';
+import { classifyTokenAnswer, tokenRequest, type Reply, type TokenOutcome } from '../../src/provider/oauth.ts';
 
-const kindOf = (fn: () => unknown): string => {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof UpstreamFailure);
-    return e.kind;
-  }
-  return 'ok';
+const answer = (status: number, text: string, headers: Record<string, string> = {}): Reply => ({ kind: 'answer', status, headers, text });
+const classify = (status: number, text: string, headers?: Record<string, string>): TokenOutcome => classifyTokenAnswer(answer(status, text, headers), 0);
+const tokensOf = (outcome: TokenOutcome) => {
+  assert.equal(outcome.kind, 'tokens', outcome.kind === 'tokens' ? '' : outcome.message);
+  if (outcome.kind !== 'tokens') throw new Error('unreachable');
+  return outcome.tokens;
 };
 
 describe('token response classification', () => {
   it('reads a Monzo response, keeping user_id and client_id', () => {
-    const r = parseTokenResponse(
-      200,
-      undefined,
-      JSON.stringify({ access_token: 'a', refresh_token: 'r', expires_in: 21600, token_type: 'Bearer', user_id: 'u', client_id: 'c' }),
-      0,
+    const r = tokensOf(
+      classify(200, JSON.stringify({ access_token: 'a', refresh_token: 'r', expires_in: 21600, token_type: 'Bearer', user_id: 'u', client_id: 'c' })),
     );
     assert.equal(r.accessToken, 'a');
     assert.equal(r.refreshToken, 'r');
@@ -27,53 +22,60 @@ describe('token response classification', () => {
   });
 
   it('keeps no refresh token when the response has none (the caller keeps the current one)', () => {
-    assert.equal(parseTokenResponse(200, undefined, '{"access_token":"a","expires_in":60}', 0).refreshToken, null);
+    assert.equal(tokensOf(classify(200, '{"access_token":"a","expires_in":60}')).refreshToken, null);
   });
 
-  const answers = (kind: string, cases: Array<[number, string]>): void => {
-    for (const [status, body] of cases)
-      assert.equal(
-        kindOf(() => parseTokenResponse(status, undefined, body, 0)),
-        kind,
-        `${status} ${body}`,
-      );
-  };
+  const table: Array<[string, TokenOutcome['kind'], Array<[number, string]>]> = [
+    [
+      'treats invalid_grant and Monzo bad_refresh_token (and .evicted) as final',
+      'invalid_grant',
+      [
+        [400, '{"error":"invalid_grant"}'],
+        [401, '{"code":"unauthorized.bad_refresh_token","message":"x"}'],
+        [401, '{"code":"unauthorized.bad_refresh_token.evicted"}'],
+      ],
+    ],
+    ['treats 5xx, 429 and 408 as transient', 'transient', [500, 502, 503, 504, 429, 408].map((status): [number, string] => [status, 'oops'])],
+    [
+      'never accepts a 200 without an access token, or with a body that is not JSON',
+      'bad_response',
+      [
+        [200, '{"refresh_token":"r"}'],
+        [200, '{"access_token":'],
+        [200, '"a"'],
+      ],
+    ],
+  ];
+  for (const [name, kind, cases] of table) {
+    it(name, () => {
+      for (const [status, body] of cases) assert.equal(classify(status, body).kind, kind, `${status} ${body}`);
+    });
+  }
 
-  it('treats invalid_grant and Monzo bad_refresh_token (and .evicted) as final', () => {
-    answers('invalid_grant', [
-      [400, '{"error":"invalid_grant"}'],
-      [401, '{"code":"unauthorized.bad_refresh_token","message":"x"}'],
-      [401, '{"code":"unauthorized.bad_refresh_token.evicted"}'],
-    ]);
+  it('honours Retry-After on a transient failure', () => {
+    const r = classify(503, '', { 'retry-after': '12' });
+    assert.equal(r.kind, 'transient');
+    assert.equal(r.kind === 'transient' && r.retryAfterMs, 12_000);
   });
 
-  it('treats 5xx, 429 and 408 as transient, with Retry-After', () => {
-    answers(
-      'transient',
-      [500, 502, 503, 504, 429, 408].map((status): [number, string] => [status, 'oops']),
-    );
-    assert.throws(
-      () => parseTokenResponse(503, '12', '', 0),
-      (e: unknown) => e instanceof UpstreamFailure && e.retryAfterMs === 12_000,
-    );
-  });
-
-  it('never accepts a 200 without an access token, or with a body that is not JSON', () => {
-    answers('bad_response', [
-      [200, '{"refresh_token":"r"}'],
-      [200, '{"access_token":'],
-      [200, '"a"'],
-    ]);
+  it('an answer never read is transient, with no status: the provider may have redeemed the token', () => {
+    const r = classifyTokenAnswer({ kind: 'unread', error: 'ECONNRESET', message: 'token request to x failed: ECONNRESET' }, 0);
+    assert.deepEqual(r, {
+      kind: 'transient',
+      message: 'token request to x failed: ECONNRESET',
+      status: null,
+      error: 'ECONNRESET',
+      retryAfterMs: null,
+      maybeRedeemed: true,
+    });
   });
 
   it('keeps the provider words but never echoes a token in the message', () => {
-    try {
-      parseTokenResponse(400, undefined, '{"error":"invalid_client","error_description":"bad secret","access_token":"leak"}', 0);
-      assert.fail('should throw');
-    } catch (e) {
-      assert.match((e as Error).message, /invalid_client: bad secret/);
-      assert.doesNotMatch((e as Error).message, /leak/);
-    }
+    const r = classify(400, '{"error":"invalid_client","error_description":"bad secret","access_token":"leak"}');
+    assert.notEqual(r.kind, 'tokens');
+    const message = r.kind === 'tokens' ? '' : r.message;
+    assert.match(message, /invalid_client: bad secret/);
+    assert.doesNotMatch(message, /leak/);
   });
 });
 

@@ -11,21 +11,21 @@ import { afterEach, describe, it } from 'node:test';
 import type { OwnerEvent, OwnerOptions } from '../../src/shared/contract.ts';
 import type { Log } from '../../src/shared/log.ts';
 import { Owner, type TokenClient } from '../../src/owner/owner.ts';
-import { UpstreamFailure, type TokenResponse } from '../../src/provider/oauth.ts';
+import type { TokenOutcome, TokenResponse, UpstreamFailure } from '../../src/provider/oauth.ts';
 
-type Answer = TokenResponse | UpstreamFailure | ((signal: AbortSignal | undefined) => Promise<TokenResponse>);
+type Answer = TokenResponse | UpstreamFailure | ((signal: AbortSignal | undefined) => Promise<TokenOutcome>);
 
 /** A provider that answers from a script and records which refresh tokens it was shown. */
 class ScriptedProvider implements TokenClient {
   readonly shown: string[] = [];
   readonly script: Answer[] = [];
 
-  async refresh(refreshToken: string, signal?: AbortSignal): Promise<TokenResponse> {
+  async refresh(refreshToken: string, signal?: AbortSignal): Promise<TokenOutcome> {
     this.shown.push(refreshToken);
     const next = this.script.shift();
     if (next === undefined) throw new Error('unscripted refresh');
-    if (next instanceof UpstreamFailure) throw next;
-    return typeof next === 'function' ? next(signal) : next;
+    if (typeof next === 'function') return next(signal);
+    return 'kind' in next ? next : { kind: 'tokens', tokens: next };
   }
 
   async close(): Promise<void> {}
@@ -40,9 +40,30 @@ const pair = (access: string, refresh: string | null, warnings: string[] = []): 
   account: {},
   warnings,
 });
-const refused = (): UpstreamFailure => new UpstreamFailure('invalid_grant', 'provider refused the refresh token (invalid_grant)', 400, 'invalid_grant', null);
-const rotatedButRefused = (rotated: string): UpstreamFailure =>
-  new UpstreamFailure('bad_response', 'provider answered 200 without an access_token', 200, null, null, rotated);
+const refused = (): UpstreamFailure => ({
+  kind: 'invalid_grant',
+  message: 'provider refused the refresh token (invalid_grant)',
+  status: 400,
+  error: 'invalid_grant',
+});
+const malformed = (message: string, rotatedRefreshToken: string | null): UpstreamFailure => ({
+  kind: 'bad_response',
+  message,
+  status: 200,
+  error: null,
+  retryAfterMs: null,
+  maybeRedeemed: true,
+  rotatedRefreshToken,
+});
+const rotatedButRefused = (rotated: string): UpstreamFailure => malformed('provider answered 200 without an access_token', rotated);
+const serverError = (): UpstreamFailure => ({
+  kind: 'transient',
+  message: 'provider answered 500',
+  status: 500,
+  error: null,
+  retryAfterMs: null,
+  maybeRedeemed: false,
+});
 
 interface Lines {
   readonly warn: string[];
@@ -159,9 +180,7 @@ describe('a refused answer that carried a new refresh token', () => {
   it('a success refused as malformed without a new refresh token keeps the intent open, so a later refusal is named as a possible lost rotation', async () => {
     const { owner, provider, onDisk } = setup(valid('ref_1'));
     assert.ok((await owner.start()).ok);
-    provider.script.push(
-      new UpstreamFailure('bad_response', 'provider answered 200 with an access_token that is not RFC 6750 token characters', 200, null, null, null),
-    );
+    provider.script.push(malformed('provider answered 200 with an access_token that is not RFC 6750 token characters', null));
     assert.ok(!(await owner.refresh('cli')).ok);
     const intent = onDisk()['refresh_intent'] as Record<string, unknown> | null;
     assert.equal(typeof intent?.['refresh_token_fingerprint'], 'string', 'the intent stays open: the provider may have rotated');
@@ -219,7 +238,7 @@ describe('what the provider says, bounded', () => {
   it('a failure after that success: the next explicit refresh goes to the provider again', async () => {
     const { owner, provider } = setup(valid('ref_0'));
     assert.ok((await owner.start()).ok);
-    provider.script.push(pair('acc_1', 'ref_1'), new UpstreamFailure('transient', 'provider answered 500', 500, null, null));
+    provider.script.push(pair('acc_1', 'ref_1'), serverError());
     assert.ok((await owner.refresh('http')).ok);
     assert.ok(!(await owner.refresh('timer')).ok);
     provider.script.push(pair('acc_2', 'ref_2'));
@@ -234,7 +253,7 @@ describe('what the provider says, bounded', () => {
     for (let i = 0; i < 3; i++) {
       provider.script.push(async () => {
         starts.push(Date.now());
-        throw new UpstreamFailure('transient', 'provider answered 500', 500, null, null);
+        return serverError();
       });
     }
     for (let i = 0; i < 3; i++) await owner.refresh(i === 1 ? 'cli' : 'http');
@@ -252,14 +271,14 @@ describe('shutdown during a refresh', () => {
     let wasAborted = false;
     const arrived = new Promise<void>((r) => (arrive = r));
     const go = new Promise<void>((r) => (release = r));
-    const answer = (signal: AbortSignal | undefined): Promise<TokenResponse> =>
-      new Promise((resolve, reject) => {
+    const answer = (signal: AbortSignal | undefined): Promise<TokenOutcome> =>
+      new Promise((resolve) => {
         arrive();
         signal?.addEventListener('abort', () => {
           wasAborted = true;
-          reject(new UpstreamFailure('transient', 'token request failed: aborted', null, 'aborted', null));
+          resolve({ kind: 'transient', message: 'token request failed: aborted', status: null, error: 'aborted', retryAfterMs: null, maybeRedeemed: true });
         });
-        void go.then(() => resolve(pair('acc_1', 'ref_1')));
+        void go.then(() => resolve({ kind: 'tokens', tokens: pair('acc_1', 'ref_1') }));
       });
     return { answer, arrived, release, aborted: () => wasAborted };
   }
@@ -288,7 +307,7 @@ describe('shutdown during a refresh', () => {
       // The answer has been read; the second stop request lands now, before it is written.
       stop.closing = owner.close(60_000);
       owner.hurry();
-      return pair('acc_1', 'ref_1');
+      return { kind: 'tokens', tokens: pair('acc_1', 'ref_1') };
     });
     assert.ok((await owner.refresh('cli')).ok);
     await stop.closing;

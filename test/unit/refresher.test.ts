@@ -13,8 +13,8 @@ import assert from 'node:assert/strict';
 import { syncBuiltinESMExports } from 'node:module';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import type { RefreshTrigger, Result } from '../../src/shared/contract.ts';
-import type { ErrorData } from '../../src/shared/errors.ts';
-import type { StoredTokens } from '../../src/state-file/codec.ts';
+import type { ErrorData, ErrorFields } from '../../src/shared/errors.ts';
+import { noTokens, type ActiveTokens, type TokenState } from '../../src/state-file/codec.ts';
 import { MIN_SPACING_MS, RECENT_MS, Refresher } from '../../src/owner/refresher.ts';
 import { refreshDueAt } from '../../src/owner/schedule.ts';
 
@@ -25,14 +25,15 @@ const H = 3_600_000;
 const WAKE_MS = MIN;
 
 const ok: Result<null> = { ok: true, value: null };
-const upstream = (details?: Record<string, unknown>): Result<null> => ({
+const upstream = (fields: ErrorFields = {}): Result<null> => ({
   ok: false,
-  error: { code: 'upstream_error', message: 'provider answered 503', ...(details ? { details } : {}) },
+  error: { code: 'upstream_error', message: 'provider answered 503', ...fields },
 });
 const reauth: ErrorData = { code: 'reauthorization_required', message: 'the provider refused the refresh token' };
 
-function tokens(obtainedAtMs: number, expiresAtMs: number): StoredTokens {
+function tokens(obtainedAtMs: number, expiresAtMs: number): ActiveTokens {
   return {
+    kind: 'active',
     accessToken: 'at',
     refreshToken: 'rt',
     replacedRefreshToken: null,
@@ -85,10 +86,10 @@ type Answer = Result<null> | Deferred | Error | (() => Result<null>);
  * A refresher with fake deps. `answers` are used in order (the last repeats);
  * each redeem call records the wall clock and the monotonic time, relative to T0.
  */
-function harness(opts: { answers?: Answer[]; token?: StoredTokens | null } = {}) {
+function harness(opts: { answers?: Answer[]; token?: TokenState } = {}) {
   const world = {
     answers: opts.answers ?? [ok],
-    token: opts.token ?? null,
+    token: opts.token ?? noTokens,
     blocked: null as ErrorData | null,
     calls: [] as Array<{ wall: number; mono: number }>,
     changes: 0,
@@ -152,7 +153,7 @@ describe('refresher', { timeout: 10_000 }, () => {
         runs.every((p) => p === runs[0]),
         'every trigger got the promise in flight',
       );
-      const answer = upstream({ marker: 42 });
+      const answer = upstream({ upstream: { status: 503, error: 'marker' } });
       d.resolve(answer);
       const results = await Promise.all(runs);
       assert.equal(world.calls.length, 1);
@@ -278,7 +279,7 @@ describe('refresher', { timeout: 10_000 }, () => {
         const r = await refresher.run(trigger);
         assert.equal(r.ok, false, trigger);
         assert.equal(!r.ok && r.error.code, 'upstream_error');
-        assert.equal(!r.ok && r.error.details?.['retryAt'], new Date(T0 + 30 * S).toISOString(), trigger);
+        assert.equal(!r.ok && r.error.retryAt, new Date(T0 + 30 * S).toISOString(), trigger);
       }
       await advance(20 * S - 1, 100);
       assert.equal(world.calls.length, 1);
