@@ -123,7 +123,7 @@ class Daemon implements RunningDaemon {
    */
   async start(thread: OwnerThread | null): Promise<void> {
     const starting = this.#startOwner(thread);
-    const server = await this.#createServer();
+    const { server, hub } = await this.#loadHttp();
     const bound = await this.#listen(server, starting);
     const log = await this.#logging;
     log.debug({ listen: bound.address }, 'listening; the owner thread is starting');
@@ -139,7 +139,7 @@ class Daemon implements RunningDaemon {
       onTrim: ({ youngBefore, youngAfter, rssBefore, rssAfter }) =>
         log.debug({ youngMb: [mb(youngBefore), mb(youngAfter)], rssMb: [mb(rssBefore), mb(rssAfter)] }, 'idle: young generation trimmed'),
     });
-    this.#phase = { name: 'serving', parts: { owner, server, bound, hub: this.#hubLoaded(), log, trimmer } };
+    this.#phase = { name: 'serving', parts: { owner, server, bound, hub, log, trimmer } };
   }
 
   stop(reason: string): Promise<number> {
@@ -168,13 +168,13 @@ class Daemon implements RunningDaemon {
   }
 
   /** The HTTP side, loaded while the owner boots. Until the owner has answered, requests wait for it (/healthz and /readyz answer at once). */
-  async #createServer(): Promise<Server> {
+  async #loadHttp(): Promise<{ readonly server: Server; readonly hub: EventHub }> {
     const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
     const owner = this.#owner;
     const metrics = this.#metrics;
     const hub = (this.#hub = new EventHub(() => owner.current().snapshot));
     const config = this.#config;
-    return createHttpServer({
+    const server = createHttpServer({
       listen: config.listen,
       apiKey: config.apiKey,
       allowedOrigins: config.allowedOrigins,
@@ -196,11 +196,7 @@ class Daemon implements RunningDaemon {
         hub,
       },
     });
-  }
-
-  #hubLoaded(): EventHub {
-    if (!this.#hub) throw new Error('the HTTP side has not loaded');
-    return this.#hub;
+    return { server, hub };
   }
 
   /** Listen; when that fails, the owner's verdict comes first: "owned by pid N" (exit 75) says more than "address in use". */
