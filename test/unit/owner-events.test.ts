@@ -25,6 +25,7 @@ describe("the owner's events port", () => {
   const snapshots: number[] = [];
   const measured: OwnerEvent[] = [];
   let events: MessagePort | null = null;
+  let rpc: MessagePort | null = null;
   let handle: OwnerHandle | null = null;
 
   /** Post an event as the owner thread does, and wait until the main side has handled it. */
@@ -40,6 +41,7 @@ describe("the owner's events port", () => {
       threads: [],
       run: async (task: AttachTask) => {
         events = task.events;
+        rpc = task.rpc;
         exposeOwner(api, task.rpc);
         return 'attached';
       },
@@ -67,8 +69,10 @@ describe("the owner's events port", () => {
   });
 
   after(async () => {
-    events?.close();
     await handle?.destroy();
+    // The owner's ends of both ports: the main side's close with them.
+    rpc?.close();
+    events?.close();
   });
 
   it('an unknown event type is logged as an error naming the type, and the port goes on', async () => {
