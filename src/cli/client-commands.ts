@@ -21,11 +21,8 @@ function signalNumber(signal: NodeJS.Signals): number | undefined {
   return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal];
 }
 
-export interface SetInput {
-  access_token: string;
-  refresh_token?: string | null;
-  expires_in?: number;
-}
+/** The body of `POST /set-tokens` as given: an access token, and the rest as it came (the daemon checks it). */
+export type SetInput = { readonly access_token: string } & Readonly<Record<string, unknown>>;
 
 export async function readSetInput(opts: { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }): Promise<SetInput> {
   let input: Record<string, unknown>;
@@ -43,10 +40,11 @@ export async function readSetInput(opts: { stdin?: boolean; accessToken?: string
       input['expires_in'] = n;
     }
   }
-  if (typeof input['access_token'] !== 'string' || input['access_token'] === '') {
+  const accessToken = input['access_token'];
+  if (typeof accessToken !== 'string' || accessToken === '') {
     throw new TokendError('invalid_request', 'an access token is required (--access-token, or access_token with --stdin)');
   }
-  return input as unknown as SetInput;
+  return { ...input, access_token: accessToken };
 }
 
 const SET_SHAPE = '{"access_token": "...", "refresh_token": "...", "expires_in": SECONDS}';

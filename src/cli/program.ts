@@ -83,160 +83,184 @@ async function clientFailure(err: unknown): Promise<number> {
   return 1;
 }
 
-export function buildProgram(setExit: (code: number) => void, runtime: Runtime): Command {
-  /** A command that talks to a daemon: it resolves with its exit code; a failure is said, with its own. */
-  const clientAction =
-    <A extends unknown[]>(fn: (...args: A) => Promise<number>) =>
-    async (...args: A): Promise<void> => {
-      try {
-        setExit(await fn(...args));
-      } catch (err) {
-        setExit(await clientFailure(err));
-      }
-    };
+/** What every command's action needs: where its exit code goes, and the process it runs in. */
+interface CommandContext {
+  readonly setExit: (code: number) => void;
+  readonly runtime: Runtime;
+}
 
+/** An action of a command that talks to a daemon: it resolves with its exit code; a failure is said, with its own. */
+const clientAction =
+  <A extends unknown[]>(ctx: CommandContext, fn: (...args: A) => Promise<number>) =>
+  async (...args: A): Promise<void> => {
+    try {
+      ctx.setExit(await fn(...args));
+    } catch (err) {
+      ctx.setExit(await clientFailure(err));
+    }
+  };
+
+export function buildProgram(setExit: (code: number) => void, runtime: Runtime): Command {
+  const ctx: CommandContext = { setExit, runtime };
   const program = new Command('tokend')
     .description("A local OAuth2 token daemon: keeps one account's tokens fresh and durable, and serves them to local programs.")
     .version(pkg.version, '-V, --version')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  // `serve` is the default command; the others follow in the order `--help` lists them.
+  program.addCommand(serveCommand(ctx), { isDefault: true });
+  for (const command of [tokenCommand, statusCommand, refreshCommand, setCommand, loginCommand, devCommand]) program.addCommand(command(ctx));
+  return program;
+}
 
-  const serveCmd = new Command('serve').description('run the daemon (the default command)');
-  addOptions(addOptions(serveCmd, providerOptions), daemonOptions)
+function serveCommand(ctx: CommandContext): Command {
+  const cmd = new Command('serve').description('run the daemon (the default command)');
+  return addOptions(addOptions(cmd, providerOptions), daemonOptions)
     .option('--move-corrupt-aside', 'move a corrupt state file aside instead of refusing to start')
-    .action(async (opts: RawOptions) => setExit(await serve(opts, runtime)));
-  program.addCommand(serveCmd, { isDefault: true });
+    .action(async (opts: RawOptions) => ctx.setExit(await serve(opts, ctx.runtime)));
+}
 
-  const tokenCmd = new Command('token')
+function tokenCommand(ctx: CommandContext): Command {
+  const cmd = new Command('token')
     .description('print the current access token (for $(tokend token)), or run a command with it')
     .option('--exec', 'run the command after -- with the token in $TOKEND_ACCESS_TOKEN')
     .option('--env <name>', 'environment variable name for --exec', 'TOKEND_ACCESS_TOKEN')
     .argument('[command...]', 'command to run with --exec')
     .action(
-      clientAction(async (command: string[], opts: RawOptions & { exec?: boolean; env: string }) => {
+      clientAction(ctx, async (command: string[], opts: RawOptions & { exec?: boolean; env: string }) => {
         const token = await (await client(opts)).getAccessToken();
         if (opts.exec) return runTokenExec(command, opts.env, token);
         process.stdout.write(`${token}\n`);
         return 0;
       }),
     );
-  program.addCommand(addOptions(tokenCmd, clientOptions));
+  return addOptions(cmd, clientOptions);
+}
 
-  const statusCmd = new Command('status')
+function statusCommand(ctx: CommandContext): Command {
+  const cmd = new Command('status')
     .description("show the daemon's state, human readable (exit 1 unless ready)")
     .option('--json', 'print GET /state as JSON')
-    .action(clientAction(async (opts: RawOptions & { json?: boolean }) => printStatus(await client(opts), opts.json === true)));
-  program.addCommand(addOptions(statusCmd, clientOptions));
+    .action(clientAction(ctx, async (opts: RawOptions & { json?: boolean }) => printStatus(await client(opts), opts.json === true)));
+  return addOptions(cmd, clientOptions);
+}
 
-  const refreshCmd = new Command('refresh').description('refresh the tokens now and print the new expiry').action(
-    clientAction(async (opts: RawOptions) => {
+function refreshCommand(ctx: CommandContext): Command {
+  const cmd = new Command('refresh').description('refresh the tokens now and print the new expiry').action(
+    clientAction(ctx, async (opts: RawOptions) => {
       const r = await (await client(opts)).refresh();
       process.stdout.write(`refreshed: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
       return 0;
     }),
   );
-  program.addCommand(addOptions(refreshCmd, clientOptions));
+  return addOptions(cmd, clientOptions);
+}
 
-  const setCmd = new Command('set')
+function setCommand(ctx: CommandContext): Command {
+  const cmd = new Command('set')
     .description('hand the daemon tokens obtained elsewhere; reads JSON {access_token, refresh_token, expires_in} from stdin with --stdin')
     .option('--stdin', 'read the tokens as JSON from standard input (keeps them out of argv)')
     .option('--access-token <token>', 'access token')
     .option('--refresh-token <token>', 'refresh token')
     .option('--expires-in <seconds>', 'access token lifetime in seconds')
     .action(
-      clientAction(async (opts: RawOptions & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
+      clientAction(ctx, async (opts: RawOptions & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
         const input = await readSetInput(opts);
         const r = await (await client(opts)).setTokens(input);
         process.stdout.write(`tokens set: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
         return 0;
       }),
     );
-  program.addCommand(addOptions(setCmd, clientOptions));
+  return addOptions(cmd, clientOptions);
+}
 
-  const loginCmd = new Command('login')
+type LoginOptions = RawOptions & { browser: boolean; timeout: string; waitApproval: boolean };
+
+function loginCommand(ctx: CommandContext): Command {
+  const cmd = new Command('login')
     .description('authorize tokend with the provider (authorization-code flow) and store the tokens')
     .option('--no-browser', 'only print the URL; do not open a browser')
     .option('--timeout <seconds>', 'how long to wait for the callback', '300')
     .option('--no-wait-approval', 'Monzo: do not wait for the approval in the app')
-    .action(async (opts: RawOptions & { browser: boolean; timeout: string; waitApproval: boolean }) => {
-      const config = configOrExit(opts, true);
-      if (!config) return setExit(2);
-      const timeout = Number(opts.timeout);
-      if (!Number.isInteger(timeout) || timeout <= 0) {
-        say('--timeout must be a positive whole number of seconds');
-        return setExit(2);
-      }
-      try {
-        const { runLogin } = await import('../login/command.js');
-        setExit(
-          await runLogin(config, {
-            browser: opts.browser,
-            timeoutMs: timeout * 1000,
-            waitForApproval: opts.waitApproval,
-            listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null,
-          }),
-        );
-      } catch (err) {
-        setExit(await clientFailure(err));
-      }
-    });
-  program.addCommand(
-    addOptions(addOptions(loginCmd, providerOptions), [...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey')]),
-  );
+    .action(async (opts: LoginOptions) => ctx.setExit(await login(opts)));
+  return addOptions(addOptions(cmd, providerOptions), [...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey')]);
+}
 
-  const devCmd = new Command('dev')
+async function login(opts: LoginOptions): Promise<number> {
+  const config = configOrExit(opts, true);
+  if (!config) return 2;
+  const timeout = Number(opts.timeout);
+  if (!Number.isInteger(timeout) || timeout <= 0) {
+    say('--timeout must be a positive whole number of seconds');
+    return 2;
+  }
+  try {
+    const { runLogin } = await import('../login/command.js');
+    return await runLogin(config, {
+      browser: opts.browser,
+      timeoutMs: timeout * 1000,
+      waitForApproval: opts.waitApproval,
+      listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null,
+    });
+  } catch (err) {
+    return await clientFailure(err);
+  }
+}
+
+type DevOptions = RawOptions & { fresh?: boolean; dir?: string; providerPort: string; tokenTtl: string };
+
+function devCommand(ctx: CommandContext): Command {
+  const cmd = new Command('dev')
     .description('zero-setup trial: a local OpenID provider, a login without a browser, and the daemon against it')
     .option('--fresh', 'forget the earlier dev session and start over')
     .option('--dir <path>', 'where the dev provider and state file live (default: a directory in the system temp dir)')
     .option('--provider-port <port>', 'port of the local OpenID provider', '4243')
     .option('--token-ttl <seconds>', 'access token lifetime', '30')
-    .action(async (opts: RawOptions & { fresh?: boolean; dir?: string; providerPort: string; tokenTtl: string }) => {
-      const [{ createLogger }, { StartError }, { devBanner, startDev }] = await Promise.all([
-        import('../shared/log.js'),
-        import('../daemon/daemon.js'),
-        import('../dev/dev.js'),
-      ]);
-      const pretty = process.stderr.isTTY === true;
-      const logLevel = opts.logLevel ?? process.env['TOKEND_LOG_LEVEL'] ?? 'info';
-      const logging = createLogger(logLevel, pretty, 'tokend');
-      const guard = guardSignals(logging, runtime.exit);
-      const log = await logging;
-      const ttl = Number(opts.tokenTtl);
-      try {
-        const session = await startDev(
-          {
-            dir: opts.dir ?? null,
-            fresh: opts.fresh === true,
-            listen: opts.listen ?? null,
-            providerPort: Number(opts.providerPort),
-            accessTokenTtlSec: ttl,
-            logLevel,
-          },
-          log,
-        );
-        process.stdout.write(devBanner(session, ttl));
-        guard.attach({ stop: (reason) => session.stop(reason), hurry: () => session.daemon.hurry() });
-        setExit(await session.daemon.done);
-      } catch (err) {
-        if (err instanceof StartError) {
-          say(err.error.message);
-          return setExit(err.exitCode);
-        }
-        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-          say(`the dev provider's port ${opts.providerPort} is in use; pass --provider-port`);
-          return setExit(1);
-        }
-        setExit(await clientFailure(err));
-      }
-    });
-  program.addCommand(
-    addOptions(devCmd, [
-      ['listen', 'where the daemon listens (default 127.0.0.1:4242)'],
-      ['logLevel', 'log level'],
-    ]),
-  );
+    .action(async (opts: DevOptions) => ctx.setExit(await dev(opts, ctx.runtime)));
+  return addOptions(cmd, [
+    ['listen', 'where the daemon listens (default 127.0.0.1:4242)'],
+    ['logLevel', 'log level'],
+  ]);
+}
 
-  return program;
+async function dev(opts: DevOptions, runtime: Runtime): Promise<number> {
+  const [{ createLogger }, { StartError }, { devBanner, startDev }] = await Promise.all([
+    import('../shared/log.js'),
+    import('../daemon/daemon.js'),
+    import('../dev/dev.js'),
+  ]);
+  const pretty = process.stderr.isTTY === true;
+  const logLevel = opts.logLevel ?? process.env['TOKEND_LOG_LEVEL'] ?? 'info';
+  const logging = createLogger(logLevel, pretty, 'tokend');
+  const guard = guardSignals(logging, runtime.exit);
+  const log = await logging;
+  const ttl = Number(opts.tokenTtl);
+  try {
+    const session = await startDev(
+      {
+        dir: opts.dir ?? null,
+        fresh: opts.fresh === true,
+        listen: opts.listen ?? null,
+        providerPort: Number(opts.providerPort),
+        accessTokenTtlSec: ttl,
+        logLevel,
+      },
+      log,
+    );
+    process.stdout.write(devBanner(session, ttl));
+    guard.attach({ stop: (reason) => session.stop(reason), hurry: () => session.daemon.hurry() });
+    return await session.daemon.done;
+  } catch (err) {
+    if (err instanceof StartError) {
+      say(err.error.message);
+      return err.exitCode;
+    }
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      say(`the dev provider's port ${opts.providerPort} is in use; pass --provider-port`);
+      return 1;
+    }
+    return await clientFailure(err);
+  }
 }
 
 /** Run the command line; resolves with the exit code. */

@@ -23,7 +23,7 @@ import { replaceableProblem } from '../shared/fs-safety.js';
 import { formatListen, type Config, type Listen } from '../config/config.js';
 import { ownerOptions } from '../config/owner-options.js';
 import { Metrics } from './metrics.js';
-import { trimWhenIdle } from './idle-trim.js';
+import { trimWhenIdle, type IdleTrimmer } from './idle-trim.js';
 import { deferredLog } from '../shared/deferred-log.js';
 import { OwnerHandle } from './owner-handle.js';
 import type { OwnerThread } from './owner-thread.js';
@@ -57,142 +57,273 @@ export class StartError extends Error {
  * other core while this thread loads the HTTP side, listens, and then the logger.
  */
 export async function startDaemon(config: Config, logging: Promise<Logger>, thread: OwnerThread | null = null): Promise<RunningDaemon> {
-  const metrics = new Metrics();
-  let hub: EventHub | null = null;
-  let fatal: (e: ErrorData) => void = () => undefined;
-  const starting = OwnerHandle.start(
-    ownerOptions(config, randomUUID()),
-    logging,
-    {
-      onSnapshot(snapshot, previous) {
-        metrics.setSnapshot(snapshot);
-        hub?.publish(snapshot, previous);
-      },
-      onEvent: (event) => metrics.record(event),
-      onRestart: () => metrics.workerRestarted(),
-      onFatal: (e) => fatal(e),
-    },
-    thread,
-  );
-  const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
-  // Until the owner has answered, requests wait for it (/healthz and /readyz answer at once).
-  let owner: OwnerHandle | null = null;
-  let opened!: () => void;
-  const opening = new Promise<void>((resolve) => (opened = resolve));
-  const current = (): OwnerHandle => owner!;
-  hub = new EventHub(() => current().snapshot);
-
-  let draining = false;
-  const ownerInfo = { pid: process.pid, listen: null as string | null };
-  const server = createHttpServer({
-    listen: config.listen,
-    apiKey: config.apiKey,
-    allowedOrigins: config.allowedOrigins,
-    allowedHosts: config.allowedHosts,
-    allowedUids: config.allowedUids,
-    maxConnections: config.maxConnections,
-    maxEventClients: config.maxEventClients,
-    log: deferredLog(logging),
-    metrics,
-    isDraining: () => draining,
-    starting: () => (owner ? null : opening),
-    backend: {
-      snapshot: () => current().snapshot,
-      ensureFresh: () => current().ensureFresh(),
-      refresh: (trigger) => current().refresh(trigger),
-      setTokens: (input) => current().setTokens(input),
-      owner: ownerInfo,
-      metricsText: () => metrics.text(),
-      hub,
-    },
-  });
-
-  // Listen while the owner thread is still starting: the process is alive
-  // (/healthz) before the state is loaded (/readyz, /token).
-  let bound: Bound;
-  try {
-    bound = await listen(server, config.listen);
-  } catch (err) {
-    // The owner's verdict comes first: "owned by pid N" (exit 75) says more than "address in use".
-    const started = await starting;
-    if (!started.ok) throw new StartError(started.error);
-    await started.value.close(0);
-    await started.value.destroy();
-    throw listenFailure(config.listen, err);
-  }
-  const { address, socket } = bound;
-  const log = await logging;
-  log.debug({ listen: address }, 'listening; the owner thread is starting');
-  const started = await starting;
-  if (!started.ok) {
-    // Requests waiting for the owner are dropped with their connections: the process exits.
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-    socket?.remove();
-    throw new StartError(started.error);
-  }
-  const running = (owner = started.value);
-  metrics.setSnapshot(running.snapshot);
-  opened();
-  ownerInfo.listen = address;
-  await running.setListen(address);
-  log.info({ listen: address, stateFile: config.stateFile, status: running.snapshot.status }, 'tokend serving');
-  const trimmer = trimWhenIdle({
-    requests: () => metrics.requestsServed(),
-    onTrim: ({ youngBefore, youngAfter, rssBefore, rssAfter }) =>
-      log.debug({ youngMb: [mb(youngBefore), mb(youngAfter)], rssMb: [mb(rssBefore), mb(rssAfter)] }, 'idle: young generation trimmed'),
-  });
-  let resolveDone!: (code: number) => void;
-  const done = new Promise<number>((resolve) => (resolveDone = resolve));
-  let stopping: Promise<number> | null = null;
-
-  const stop = (reason: string, exitCode = 0): Promise<number> => {
-    let code = exitCode;
-    stopping ??= (async () => {
-      log.info({ reason }, 'shutting down');
-      draining = true;
-      trimmer.stop();
-      hub.closeAll();
-      const closed = closeServer(server, 2_000);
-      // A refresh in flight is waited for up to its own deadline at least: a stop request never abandons a
-      // provider that may still answer with a rotation. Past that, the owner abandons it and closes.
-      const waitMs = Math.max(config.shutdownTimeoutMs, config.upstreamTimeoutMs + 1_000);
-      // Whatever else hangs (the thread pool, a socket), the process ends: the last word is a line saying so.
-      const hardStop = setTimeout(
-        () => {
-          log.fatal({ waitedMs: waitMs + CLOSE_GRACE_MS + 5_000 }, 'the stop did not finish in time: exiting');
-          resolveDone(1);
-        },
-        waitMs + CLOSE_GRACE_MS + 5_000,
-      );
-      const result = await withDeadline(running.close(waitMs), waitMs + CLOSE_GRACE_MS);
-      if (result === null) {
-        // The owner thread is stuck (a hung disk, a busy loop): nothing it holds can be written now.
-        log.fatal({ waitedMs: waitMs + CLOSE_GRACE_MS }, 'the owner thread did not close in time: exiting without it');
-        await running.destroy();
-        code = 1;
-      } else if (!result.ok) log.error({ code: result.error.code }, result.error.message);
-      await closed;
-      socket?.remove();
-      clearTimeout(hardStop);
-      log.info({ version: running.snapshot.version }, 'stopped');
-      resolveDone(code);
-      return code;
-    })();
-    return stopping;
-  };
-  fatal = (e) => {
-    log.fatal({ code: e.code }, e.message);
-    void stop('owner thread failed', 1);
-  };
-  const hurry = (): void => {
-    if (stopping) void running.hurry();
-  };
-  return { address, done, status: () => running.snapshot.status, stop: (reason) => stop(reason), hurry, setTokens: (input) => running.setTokens(input) };
+  const daemon = new Daemon(config, logging);
+  await daemon.start(thread);
+  return daemon;
 }
 
 /** Beyond the owner's own wait: its grace for an abandoned request, flushing and releasing the lock. */
 const CLOSE_GRACE_MS = 10_000;
+/** Beyond everything the stop waits for: whatever else hangs (the thread pool, a socket), the process ends. */
+const HARD_STOP_GRACE_MS = 5_000;
+
+/** What a started daemon holds; the stop undoes it in reverse. */
+interface Serving {
+  readonly owner: OwnerHandle;
+  readonly server: Server;
+  readonly bound: Bound;
+  readonly hub: EventHub;
+  readonly log: Logger;
+  readonly trimmer: IdleTrimmer;
+}
+
+type Phase =
+  | { readonly name: 'starting' }
+  | { readonly name: 'serving'; readonly parts: Serving }
+  /** New requests get 503 with Connection: close; `stopped` resolves with the exit code. */
+  | { readonly name: 'stopping'; readonly parts: Serving; readonly stopped: Promise<number> };
+
+class Daemon implements RunningDaemon {
+  readonly #config: Config;
+  readonly #logging: Promise<Logger>;
+  readonly #metrics = new Metrics();
+  readonly #owner = new OwnerSlot();
+  /** Where snapshots go once the HTTP side has loaded (until then no one can have subscribed). */
+  #hub: EventHub | null = null;
+  /** This daemon as GET /state names it: the address is known once it listens. */
+  readonly #ownerInfo: { readonly pid: number; listen: string | null } = { pid: process.pid, listen: null };
+  readonly #done = deferred<number>();
+  #phase: Phase = { name: 'starting' };
+
+  constructor(config: Config, logging: Promise<Logger>) {
+    this.#config = config;
+    this.#logging = logging;
+  }
+
+  get address(): string {
+    return this.#parts().bound.address;
+  }
+
+  get done(): Promise<number> {
+    return this.#done.promise;
+  }
+
+  status(): DaemonStatus {
+    return this.#owner.current().snapshot.status;
+  }
+
+  setTokens(input: SetTokensInput): Promise<Result<Snapshot>> {
+    return this.#owner.current().setTokens(input);
+  }
+
+  /**
+   * The owner thread first (it boots on the other core), then the HTTP side,
+   * which listens while the owner is still starting: the process is alive
+   * (/healthz) before the state is loaded (/readyz, /token).
+   */
+  async start(thread: OwnerThread | null): Promise<void> {
+    const starting = this.#startOwner(thread);
+    const { server, hub } = await this.#loadHttp();
+    const bound = await this.#listen(server, starting);
+    const log = await this.#logging;
+    log.debug({ listen: bound.address }, 'listening; the owner thread is starting');
+    const owner = await this.#ownerStarted(starting, server, bound);
+    // Requests waiting for the owner go ahead from here.
+    this.#metrics.setSnapshot(owner.snapshot);
+    this.#owner.open(owner);
+    this.#ownerInfo.listen = bound.address;
+    await owner.setListen(bound.address);
+    log.info({ listen: bound.address, stateFile: this.#config.stateFile, status: owner.snapshot.status }, 'tokend serving');
+    const trimmer = trimWhenIdle({
+      requests: () => this.#metrics.requestsServed(),
+      onTrim: ({ youngBefore, youngAfter, rssBefore, rssAfter }) =>
+        log.debug({ youngMb: [mb(youngBefore), mb(youngAfter)], rssMb: [mb(rssBefore), mb(rssAfter)] }, 'idle: young generation trimmed'),
+    });
+    this.#phase = { name: 'serving', parts: { owner, server, bound, hub, log, trimmer } };
+  }
+
+  stop(reason: string): Promise<number> {
+    return this.#stop(reason, 0);
+  }
+
+  hurry(): void {
+    if (this.#phase.name === 'stopping') void this.#phase.parts.owner.hurry();
+  }
+
+  #startOwner(thread: OwnerThread | null): Promise<Result<OwnerHandle>> {
+    return OwnerHandle.start(
+      ownerOptions(this.#config, randomUUID()),
+      this.#logging,
+      {
+        onSnapshot: (snapshot, previous) => {
+          this.#metrics.setSnapshot(snapshot);
+          this.#hub?.publish(snapshot, previous);
+        },
+        onEvent: (event) => this.#metrics.record(event),
+        onRestart: () => this.#metrics.workerRestarted(),
+        onFatal: (e) => this.#ownerFailed(e),
+      },
+      thread,
+    );
+  }
+
+  /** The HTTP side, loaded while the owner boots. Until the owner has answered, requests wait for it (/healthz and /readyz answer at once). */
+  async #loadHttp(): Promise<{ readonly server: Server; readonly hub: EventHub }> {
+    const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
+    const owner = this.#owner;
+    const metrics = this.#metrics;
+    const hub = (this.#hub = new EventHub(() => owner.current().snapshot));
+    const config = this.#config;
+    const server = createHttpServer({
+      listen: config.listen,
+      apiKey: config.apiKey,
+      allowedOrigins: config.allowedOrigins,
+      allowedHosts: config.allowedHosts,
+      allowedUids: config.allowedUids,
+      maxConnections: config.maxConnections,
+      maxEventClients: config.maxEventClients,
+      log: deferredLog(this.#logging),
+      metrics,
+      isDraining: () => this.#phase.name === 'stopping',
+      starting: () => owner.starting(),
+      backend: {
+        snapshot: () => owner.current().snapshot,
+        ensureFresh: () => owner.current().ensureFresh(),
+        refresh: (trigger) => owner.current().refresh(trigger),
+        setTokens: (input) => owner.current().setTokens(input),
+        owner: this.#ownerInfo,
+        metricsText: () => metrics.text(),
+        hub,
+      },
+    });
+    return { server, hub };
+  }
+
+  /** Listen; when that fails, the owner's verdict comes first: "owned by pid N" (exit 75) says more than "address in use". */
+  async #listen(server: Server, starting: Promise<Result<OwnerHandle>>): Promise<Bound> {
+    try {
+      return await listen(server, this.#config.listen);
+    } catch (err) {
+      const started = await starting;
+      if (!started.ok) throw new StartError(started.error);
+      await started.value.close(0);
+      await started.value.destroy();
+      throw listenFailure(this.#config.listen, err);
+    }
+  }
+
+  /** The started owner; when it did not start, the server closes and the start fails with the owner's reason. */
+  async #ownerStarted(starting: Promise<Result<OwnerHandle>>, server: Server, bound: Bound): Promise<OwnerHandle> {
+    const started = await starting;
+    if (started.ok) return started.value;
+    // Requests waiting for the owner are dropped with their connections: the process exits.
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    bound.socket?.remove();
+    throw new StartError(started.error);
+  }
+
+  /** The owner cannot be kept alive: stop, exit 1. (During the start, the start's own outcome decides.) */
+  #ownerFailed(e: ErrorData): void {
+    if (this.#phase.name === 'starting') return;
+    this.#phase.parts.log.fatal({ code: e.code }, e.message);
+    void this.#stop('owner thread failed', 1);
+  }
+
+  /** One stop, however many ask: a later request gets the first one's outcome. */
+  #stop(reason: string, exitCode: number): Promise<number> {
+    const phase = this.#phase;
+    switch (phase.name) {
+      case 'starting':
+        return Promise.reject(new Error('the daemon has not started'));
+      case 'stopping':
+        return phase.stopped;
+      case 'serving': {
+        // Its first steps run at once, before any other request can be dispatched.
+        const stopped = this.#stopInOrder(phase.parts, reason, exitCode);
+        this.#phase = { name: 'stopping', parts: phase.parts, stopped };
+        return stopped;
+      }
+    }
+  }
+
+  /** Start reversed: no new work, the server closing, the owner settling and flushing, then the socket. */
+  async #stopInOrder(parts: Serving, reason: string, exitCode: number): Promise<number> {
+    const { owner, log } = parts;
+    log.info({ reason }, 'shutting down');
+    parts.trimmer.stop();
+    parts.hub.closeAll();
+    const closed = closeServer(parts.server, 2_000);
+    // A refresh in flight is waited for up to its own deadline at least: a stop request never abandons a
+    // provider that may still answer with a rotation. Past that, the owner abandons it and closes.
+    const waitMs = Math.max(this.#config.shutdownTimeoutMs, this.#config.upstreamTimeoutMs + 1_000);
+    const hardStop = this.#hardStopAfter(waitMs + CLOSE_GRACE_MS + HARD_STOP_GRACE_MS, log);
+    const code = (await this.#closeOwner(owner, waitMs, log)) ? exitCode : 1;
+    await closed;
+    parts.bound.socket?.remove();
+    clearTimeout(hardStop);
+    log.info({ version: owner.snapshot.version }, 'stopped');
+    this.#done.resolve(code);
+    return code;
+  }
+
+  /** Whatever hangs, the process ends at `ms`: the last word is a line saying so. */
+  #hardStopAfter(ms: number, log: Logger): NodeJS.Timeout {
+    return setTimeout(() => {
+      log.fatal({ waitedMs: ms }, 'the stop did not finish in time: exiting');
+      this.#done.resolve(1);
+    }, ms);
+  }
+
+  /** Settle, flush and release the lock; false when the owner thread had to be given up. */
+  async #closeOwner(owner: OwnerHandle, waitMs: number, log: Logger): Promise<boolean> {
+    const result = await withDeadline(owner.close(waitMs), waitMs + CLOSE_GRACE_MS);
+    if (result === null) {
+      // The owner thread is stuck (a hung disk, a busy loop): nothing it holds can be written now.
+      log.fatal({ waitedMs: waitMs + CLOSE_GRACE_MS }, 'the owner thread did not close in time: exiting without it');
+      await owner.destroy();
+      return false;
+    }
+    if (!result.ok) log.error({ code: result.error.code }, result.error.message);
+    return true;
+  }
+
+  #parts(): Serving {
+    if (this.#phase.name === 'starting') throw new Error('the daemon has not started');
+    return this.#phase.parts;
+  }
+}
+
+/**
+ * The owner once it has started. Until then requests wait on `starting()`
+ * (/healthz and /readyz answer at once), so nothing asks for `current()` before.
+ */
+class OwnerSlot {
+  #owner: OwnerHandle | null = null;
+  readonly #opened = deferred<void>();
+
+  /** Null once the owner has started; until then, settles when it has. */
+  starting(): Promise<void> | null {
+    return this.#owner ? null : this.#opened.promise;
+  }
+
+  open(owner: OwnerHandle): void {
+    this.#owner = owner;
+    this.#opened.resolve();
+  }
+
+  current(): OwnerHandle {
+    if (!this.#owner) throw new Error('the owner thread has not started');
+    return this.#owner;
+  }
+}
+
+/** A promise with its resolve at hand (Promise.withResolvers is Node 22). */
+function deferred<T>(): { readonly promise: Promise<T>; readonly resolve: (value: T) => void } {
+  let resolve: (value: T) => void = () => undefined;
+  const promise = new Promise<T>((settle) => (resolve = settle));
+  return { promise, resolve };
+}
 
 /** `promise`'s value, or null when `ms` pass first. */
 function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | null> {
@@ -214,35 +345,39 @@ interface Bound {
  * knows must be one that nothing else will ever have.
  */
 async function listen(server: Server, where: Listen): Promise<Bound> {
-  const temp = where.kind === 'unix' ? await socketTempPath(where.path) : null;
+  if (where.kind === 'tcp') {
+    await bind(server, (ready) => server.listen(where.port, where.host, ready));
+    const addr = server.address() as AddressInfo;
+    return { address: formatListen({ kind: 'tcp', host: where.host, port: addr.port }), socket: null };
+  }
+  const temp = await socketTempPath(where.path);
+  await bind(server, (ready) => {
+    // The socket is created 0600 from the start: no window where others may connect.
+    const old = process.umask(0o177);
+    try {
+      server.listen(temp, ready);
+    } finally {
+      process.umask(old);
+    }
+  });
+  try {
+    requireSocketOrNothing(where.path);
+    renameSync(temp, where.path);
+  } catch (err) {
+    await new Promise((resolve) => server.close(resolve));
+    throw err;
+  }
+  return { address: formatListen(where), socket: OwnSocket.created(where.path) };
+}
+
+/** Start listening: an error before the server listens rejects; once it listens, the server's errors are ignored. */
+async function bind(server: Server, start: (ready: () => void) => void): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    if (where.kind === 'unix') {
-      // The socket is created 0600 from the start: no window where others may connect.
-      const old = process.umask(0o177);
-      try {
-        server.listen(temp!, () => resolve());
-      } finally {
-        process.umask(old);
-      }
-    } else {
-      server.listen(where.port, where.host, () => resolve());
-    }
+    start(() => resolve());
   });
   server.removeAllListeners('error');
   server.on('error', () => undefined);
-  if (where.kind === 'unix') {
-    try {
-      requireSocketOrNothing(where.path);
-      renameSync(temp!, where.path);
-    } catch (err) {
-      await new Promise((resolve) => server.close(resolve));
-      throw err;
-    }
-    return { address: formatListen(where), socket: OwnSocket.created(where.path) };
-  }
-  const addr = server.address() as AddressInfo;
-  return { address: formatListen({ kind: 'tcp', host: where.host, port: addr.port }), socket: null };
 }
 
 /** Why a listen cannot work. */

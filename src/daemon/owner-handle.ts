@@ -178,11 +178,25 @@ export class OwnerHandle {
   }
 
   #onEvent(event: OwnerEvent): void {
-    if (event.type === 'snapshot') this.#adopt(event.snapshot);
-    else if (event.type === 'log') {
-      this.#ownerLog[event.level](event.fields, event.msg);
-    } else if (event.type === 'closed') this.#closed?.();
-    else this.#events.onEvent(event);
+    switch (event.type) {
+      case 'snapshot':
+        return this.#adopt(event.snapshot);
+      case 'log':
+        return this.#ownerLog[event.level](event.fields, event.msg);
+      case 'closed':
+        return this.#closed?.();
+      case 'refresh':
+      case 'persist':
+        return this.#events.onEvent(event);
+      default:
+        return this.#unknownEvent(event);
+    }
+  }
+
+  /** An event outside the contract (a new type fails to compile above first): logged; thrown in the port's listener, it would end the daemon. */
+  #unknownEvent(event: never): void {
+    const type: unknown = (event as { readonly type?: unknown }).type;
+    this.#log.error({ type: typeof type === 'string' ? type : typeof type }, 'unknown event from the owner thread: ignored');
   }
 
   /**
