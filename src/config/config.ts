@@ -79,7 +79,8 @@ export type RawOptions = Partial<Record<OptionName, string | undefined>> & { mov
 /** The flag that sets an option, for messages: `clientId` → `--client-id`. */
 export const flagOf = (name: OptionName): string => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
-const presets = {
+/** Each provider's endpoints, client authentication and scope unless configured. */
+export const presets = {
   monzo: { authUrl: 'https://auth.monzo.com/', tokenUrl: 'https://api.monzo.com/oauth2/token', authMethod: 'client_secret_post', scope: null },
   oidc: { authUrl: null, tokenUrl: null, authMethod: null, scope: 'openid offline_access' },
   custom: { authUrl: null, tokenUrl: null, authMethod: null, scope: null },
@@ -115,8 +116,19 @@ export function isLoopback(host: string): boolean {
 
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 export const DEFAULT_MAX_EVENT_CLIENTS = 512;
+
+/** The numeric options: default and accepted range (milliseconds for the times). */
+export const numericOptions = {
+  wakeInterval: { fallback: 15_000, min: 50, max: 300_000 },
+  upstreamTimeout: { fallback: 15_000, min: 100, max: 300_000 },
+  shutdownTimeout: { fallback: 10_000, min: 0, max: 120_000 },
+  maxConnections: { fallback: DEFAULT_MAX_CONNECTIONS, min: 2, max: 1_000_000 },
+  maxEventClients: { fallback: DEFAULT_MAX_EVENT_CLIENTS, min: 1, max: 1_000_000 },
+} as const satisfies Partial<Record<OptionName, { fallback: number; min: number; max: number }>>;
+export type NumericOption = keyof typeof numericOptions;
+
 /** (uid_t)-1 means "no user" to the kernel. */
-const MAX_UID = 2 ** 32 - 2;
+export const MAX_UID = 2 ** 32 - 2;
 
 /**
  * An API key clients can send as `Authorization: Bearer <key>` and that is
@@ -131,7 +143,7 @@ export function isApiKey(key: string): boolean {
  * A browser origin as browsers send it: an http(s) scheme, host and port. Not
  * `null` (sandboxed frames, file: pages: anyone can be one) nor `*`.
  */
-function isOrigin(value: string): boolean {
+export function isOrigin(value: string): boolean {
   try {
     const u = new URL(value);
     return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === value;
@@ -153,7 +165,7 @@ export class ConfigError extends Error {
   }
 }
 
-function isHttpUrl(value: string): boolean {
+export function isHttpUrl(value: string): boolean {
   try {
     const u = new URL(value);
     return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
@@ -161,10 +173,10 @@ function isHttpUrl(value: string): boolean {
     return false;
   }
 }
-const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /** Pick flag, then the environment. Empty strings count as unset. */
-function pick(name: OptionName, flags: RawOptions, env: NodeJS.ProcessEnv): { value: string; from: string } | null {
+export function pick(name: OptionName, flags: RawOptions, env: NodeJS.ProcessEnv): { value: string; from: string } | null {
   const flag = flags[name];
   if (flag !== undefined && flag !== '') return { value: flag, from: flagOf(name) };
   for (const key of envNames[name]) {
@@ -172,6 +184,19 @@ function pick(name: OptionName, flags: RawOptions, env: NodeJS.ProcessEnv): { va
     if (v !== undefined && v !== '') return { value: v, from: key };
   }
   return null;
+}
+
+/** How a problem names an option: `TOKEND_CLIENT_ID (--client-id)`. */
+export const optionLabel = (name: OptionName): string => `${envNames[name][0]} (${flagOf(name)})`;
+
+/** The secret held in `file`, trimmed, or why there is none to use (the path and the reason, never the content). */
+export function readSecretFile(file: string): { readonly value: string } | { readonly problem: string } {
+  try {
+    const value = readFileSync(file, 'utf8').trim();
+    return value === '' ? { problem: `${file} is empty` } : { value };
+  } catch (err) {
+    return { problem: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
 }
 
 export interface LoadOptions {
@@ -182,7 +207,7 @@ export interface LoadOptions {
 export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: LoadOptions): Config {
   const problems: string[] = [];
   const get = (name: OptionName): string | null => pick(name, flags, env)?.value ?? null;
-  const label = (name: OptionName): string => `${envNames[name][0]} (${flagOf(name)})`;
+  const label = optionLabel;
 
   const providerName = get('provider') ?? 'monzo';
   if (!(providerName in presets)) problems.push(`${label('provider')}: must be monzo, oidc or custom, not "${providerName}"`);
@@ -202,19 +227,15 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   const tokenUrl = checkUrl('tokenUrl') ?? preset.tokenUrl;
   const redirectUri = checkUrl('redirectUri') ?? DEFAULT_REDIRECT_URI;
   const clientId = get('clientId');
-  const readSecretFile = (name: OptionName): string | null => {
+  const secretFrom = (name: OptionName): string | null => {
     const file = get(name);
     if (file === null) return null;
-    try {
-      const value = readFileSync(file, 'utf8').trim();
-      if (value === '') problems.push(`${label(name)}: ${file} is empty`);
-      return value;
-    } catch (err) {
-      problems.push(`${label(name)}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-      return null;
-    }
+    const read = readSecretFile(file);
+    if ('value' in read) return read.value;
+    problems.push(`${label(name)}: ${read.problem}`);
+    return null;
   };
-  const clientSecret = get('clientSecret') ?? readSecretFile('clientSecretFile');
+  const clientSecret = get('clientSecret') ?? secretFrom('clientSecretFile');
   const authMethodRaw = get('authMethod');
   let authMethod: ClientAuthMethod | null = preset.authMethod;
   if (authMethodRaw !== null) {
@@ -234,7 +255,7 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   const listen = parseListen(listenRaw);
   if (typeof listen === 'string') problems.push(`${label('listen')}: ${listen}`);
 
-  const apiKey = get('apiKey') ?? readSecretFile('apiKeyFile');
+  const apiKey = get('apiKey') ?? secretFrom('apiKeyFile');
   if (apiKey !== null && apiKey !== '' && !isApiKey(apiKey)) {
     problems.push(`${label('apiKey')}: must be at least 16 visible ASCII characters, without spaces`);
   }
@@ -245,7 +266,8 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
   const logLevel = get('logLevel') ?? 'info';
   if (!(logLevels as readonly string[]).includes(logLevel)) problems.push(`${label('logLevel')}: must be one of ${logLevels.join(', ')}`);
 
-  const int = (name: OptionName, fallback: number, min: number, max: number): number => {
+  const int = (name: NumericOption): number => {
+    const { fallback, min, max } = numericOptions[name];
     const v = get(name);
     if (v === null) return fallback;
     const n = parseDecimal(v);
@@ -255,11 +277,11 @@ export function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv, opts: Load
     }
     return n;
   };
-  const wakeIntervalMs = int('wakeInterval', 15_000, 50, 300_000);
-  const upstreamTimeoutMs = int('upstreamTimeout', 15_000, 100, 300_000);
-  const shutdownTimeoutMs = int('shutdownTimeout', 10_000, 0, 120_000);
-  const maxConnections = int('maxConnections', DEFAULT_MAX_CONNECTIONS, 2, 1_000_000);
-  const maxEventClients = int('maxEventClients', DEFAULT_MAX_EVENT_CLIENTS, 1, 1_000_000);
+  const wakeIntervalMs = int('wakeInterval');
+  const upstreamTimeoutMs = int('upstreamTimeout');
+  const shutdownTimeoutMs = int('shutdownTimeout');
+  const maxConnections = int('maxConnections');
+  const maxEventClients = int('maxEventClients');
 
   const list = (name: OptionName): string[] =>
     (get(name) ?? '')

@@ -72,6 +72,20 @@ export function ownershipProblem(st: Stats, what: string): string | null {
   return null;
 }
 
+/**
+ * Why the file `st` (of `what`) is not private enough to hold a secret, or
+ * null: ssh's rule for a private key, a regular file owned by this user (or
+ * root) that no one else may read or write.
+ */
+export function secretFileProblem(st: Stats, what: string): string | null {
+  if (!st.isFile()) return `${what} is not a regular file`;
+  const uid = myUid();
+  if (uid !== null && st.uid !== uid && st.uid !== 0) return `${what} is owned by uid ${st.uid}, not by this user (uid ${uid}) or root`;
+  if ((st.mode & 0o077) !== 0)
+    return `${what} may be read or written by other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run: chmod 600 ${what}`;
+  return null;
+}
+
 export interface DirCheck {
   /** A symlink in place of the directory is refused (a directory in a shared place such as /tmp). */
   readonly refuseSymlink?: boolean;

@@ -5,11 +5,14 @@ export function describeIssues(issues: readonly BaseIssue<unknown>[]): string {
   return issues
     .map((issue) => {
       const path = issue.path?.map((p) => String(p.key)).join('.') || 'body';
-      const what =
-        issue.kind === 'schema' && issue.type === 'strict_object' && issue.expected === 'never'
-          ? 'unknown field'
-          : issue.message.replace(/,? *but received .*$/i, '').trim();
-      return `${path}: ${what}`;
+      return `${path}: ${issueText(issue)}`;
     })
     .join('; ');
+}
+
+/** What is wrong, without the value: valibot's message less its "but received ...". */
+export function issueText(issue: BaseIssue<unknown>): string {
+  return issue.kind === 'schema' && issue.type === 'strict_object' && issue.expected === 'never'
+    ? 'unknown field'
+    : issue.message.replace(/,? *but received .*$/i, '').trim();
 }
