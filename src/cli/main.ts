@@ -11,18 +11,10 @@
  * rest loads (see signals.ts).
  */
 import { daemon, plainServe, serving } from './preamble.js';
-import { setFlagsFromString } from 'node:v8';
 import { startOwnerThread } from '../daemon/owner-thread.js';
+import { tuneForBursts } from '../daemon/idle-trim.js';
 
-if (serving) {
-  // V8's memory reducer collects and shrinks the heap once the process goes
-  // idle, so the next burst of requests meets incremental marking and a young
-  // generation growing again from its minimum. A daemon idles between bursts:
-  // in A/B runs with idle gaps that cost GET /token 1.25-1.37x a bare server's
-  // CPU per request, against 1.05-1.15x with the reducer off. What a burst
-  // grew is handed back once the daemon has been idle for a while (idle-trim.ts).
-  setFlagsFromString('--no-memory-reducer');
-}
+if (serving) tuneForBursts();
 /**
  * A reader that goes away (`tokend token | head -c1`) is not an error worth a
  * stack trace: a command stops quietly (any other failure to write its output

@@ -38,9 +38,6 @@ export function createGuard(opts: GuardOptions): Guard {
   if (opts.listen.kind === 'tcp') hosts.add(opts.listen.host.toLowerCase());
   const origins = new Set(opts.allowedOrigins);
   const key = opts.apiKey === null ? null : digest(opts.apiKey);
-  // Clients send the same Host header on every request: remember the last verdict.
-  let lastHost: string | undefined;
-  let lastHostAllowed = false;
 
   return (req, path) => {
     const host = req.headers.host;
@@ -49,11 +46,7 @@ export function createGuard(opts: GuardOptions): Guard {
     }
     // On a wildcard address an API key is required (config refuses otherwise), and it defeats rebinding.
     if (host !== undefined && !wildcard) {
-      if (host !== lastHost) {
-        lastHostAllowed = hosts.has(hostName(host));
-        lastHost = host;
-      }
-      if (!lastHostAllowed) return { code: 'forbidden_host', message: 'the Host header does not name this daemon (DNS rebinding?)' };
+      if (!hosts.has(hostName(host))) return { code: 'forbidden_host', message: 'the Host header does not name this daemon (DNS rebinding?)' };
     }
     const origin = req.headers.origin;
     if (origin !== undefined && !origins.has(origin)) {
