@@ -23,7 +23,7 @@ import { replaceableProblem } from '../shared/fs-safety.js';
 import { formatListen, type Config, type Listen } from '../config/config.js';
 import { ownerOptions } from '../config/owner-options.js';
 import { Metrics } from './metrics.js';
-import { trimWhenIdle, type IdleTrimmer } from './idle-trim.js';
+import { trimTakesEffect, trimWhenIdle, type IdleTrimmer } from './idle-trim.js';
 import { deferredLog } from '../shared/deferred-log.js';
 import { OwnerHandle } from './owner-handle.js';
 import type { OwnerThread } from './owner-thread.js';
@@ -74,7 +74,7 @@ interface Serving {
   readonly bound: Bound;
   readonly hub: EventHub;
   readonly log: Logger;
-  readonly trimmer: IdleTrimmer;
+  readonly trimmer: IdleTrimmer | null;
 }
 
 type Phase =
@@ -134,11 +134,13 @@ class Daemon implements RunningDaemon {
     this.#ownerInfo.listen = bound.address;
     await owner.setListen(bound.address);
     log.info({ listen: bound.address, stateFile: this.#config.stateFile, status: owner.snapshot.status }, 'tokend serving');
-    const trimmer = trimWhenIdle({
-      requests: () => this.#metrics.requestsServed(),
-      onTrim: ({ youngBefore, youngAfter, rssBefore, rssAfter }) =>
-        log.debug({ youngMb: [mb(youngBefore), mb(youngAfter)], rssMb: [mb(rssBefore), mb(rssAfter)] }, 'idle: young generation trimmed'),
-    });
+    const trimmer = trimTakesEffect
+      ? trimWhenIdle({
+          requests: () => this.#metrics.requestsServed(),
+          onTrim: ({ youngBefore, youngAfter, rssBefore, rssAfter }) =>
+            log.debug({ youngMb: [mb(youngBefore), mb(youngAfter)], rssMb: [mb(rssBefore), mb(rssAfter)] }, 'idle: young generation trimmed'),
+        })
+      : null;
     this.#phase = { name: 'serving', parts: { owner, server, bound, hub, log, trimmer } };
   }
 
@@ -251,7 +253,7 @@ class Daemon implements RunningDaemon {
   async #stopInOrder(parts: Serving, reason: string, exitCode: number): Promise<number> {
     const { owner, log } = parts;
     log.info({ reason }, 'shutting down');
-    parts.trimmer.stop();
+    parts.trimmer?.stop();
     parts.hub.closeAll();
     const closed = closeServer(parts.server, 2_000);
     // A refresh in flight is waited for up to its own deadline at least: a stop request never abandons a
