@@ -26,10 +26,12 @@ const folders = (folders, message, allowTypeImports = false) => ({
 const undici = { name: 'undici', message: 'only the provider code, the client library and the dev login talk HTTP to the outside', allowTypeImports: true };
 const ownerAsTypes = folders(['owner', 'provider'], 'the daemon main thread reaches the owner thread through shared/contract.ts (import type) only', true);
 
-/** @param {string[]} files @param {object[]} patterns @param {boolean} [withUndici] */
-const rule = (files, patterns, withUndici = true) => ({
+const valibot = { name: 'valibot', message: 'what the client library loads carries no schema library: check the few fields by hand' };
+
+/** @param {string[]} files @param {object[]} patterns @param {boolean} [withUndici] @param {object[]} [paths] */
+const rule = (files, patterns, withUndici = true, paths = []) => ({
   files,
-  rules: { '@typescript-eslint/no-restricted-imports': ['error', { patterns, paths: withUndici ? [undici] : [] }] },
+  rules: { '@typescript-eslint/no-restricted-imports': ['error', { patterns, paths: [...(withUndici ? [undici] : []), ...paths] }] },
 });
 
 const everythingBut = (/** @type {string[]} */ ...allowed) =>
@@ -40,6 +42,8 @@ export const boundaries = [
   rule(
     ['src/state-file/**/*.ts'],
     [folders(everythingBut('shared', 'state-file'), 'state-file/ is what the client library may import: only shared/ below it')],
+    true,
+    [valibot],
   ),
   rule(['src/provider/**/*.ts'], [folders(everythingBut('shared', 'provider'), 'provider/ talks to the provider and knows nothing of the daemon')], false),
   rule(['src/config/**/*.ts'], [folders(everythingBut('shared', 'state-file', 'config'), 'config/ is parsed at the edge from shared/ pieces only')]),
@@ -71,5 +75,6 @@ export const boundaries = [
       },
     ],
     false,
+    [valibot],
   ),
 ];

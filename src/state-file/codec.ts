@@ -12,8 +12,6 @@
  * and the keys of other tools live in null-prototype objects, so a
  * `__proto__` key is an ordinary key that survives every write.
  */
-import * as v from 'valibot';
-import { describeIssues } from '../shared/validation.js';
 import { TokendError } from '../shared/errors.js';
 
 /** Fields every held login has, whatever else is known. */
@@ -97,30 +95,81 @@ export const MAX_STATE_VERSION = 2 ** 48;
 /** The range of a JavaScript Date (±100,000,000 days around the epoch). */
 const MAX_DATE_MS = 8.64e15;
 
-const isoDate = v.pipe(
-  v.string(),
-  v.check((s) => !Number.isNaN(Date.parse(s)), 'not an ISO-8601 date between the years -271821 and 275760'),
-);
-const nonEmpty = v.pipe(v.string(), v.minLength(1));
-const opt = <T extends v.GenericSchema>(schema: T) => v.optional(schema);
-const optNull = <T extends v.GenericSchema>(schema: T) => v.optional(v.nullable(schema));
+/**
+ * The fields tokend reads, each with its check: a problem in words, or null.
+ * Written out rather than with the schema library: the client library reads
+ * state files too, and a reader of one small file should not carry a
+ * validator with it.
+ */
+type Check = (value: unknown) => string | null;
+const isString: Check = (x) => (typeof x === 'string' ? null : 'must be a string');
+const nonEmpty: Check = (x) => isString(x) ?? (x === '' ? 'must not be empty' : null);
+const isoDate: Check = (x) => isString(x) ?? (Number.isNaN(Date.parse(x as string)) ? 'not an ISO-8601 date between the years -271821 and 275760' : null);
+const orNull =
+  (check: Check): Check =>
+  (x) =>
+    x === null ? null : check(x);
+const stateVersion: Check = (x) => {
+  if (typeof x !== 'number' || !Number.isInteger(x)) return 'must be a whole number';
+  if (x < 0) return 'must be at least 0';
+  return x > MAX_STATE_VERSION ? `must be at most ${MAX_STATE_VERSION}` : null;
+};
+const isObject = (x: unknown): x is Record<string, unknown> => x !== null && typeof x === 'object' && !Array.isArray(x);
+const intentChecks: Record<string, Check> = { refresh_token_fingerprint: isString, started_at: isoDate };
 
-const fileSchema = v.looseObject({
-  access_token: opt(nonEmpty),
-  refresh_token: optNull(nonEmpty),
-  replaced_refresh_token: optNull(nonEmpty),
-  token_type: opt(v.string()),
-  scope: optNull(v.string()),
-  expires_at: optNull(isoDate),
-  obtained_at: optNull(isoDate),
-  provider: optNull(v.string()),
-  user_id: opt(v.string()),
-  client_id: opt(v.string()),
-  state_version: opt(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_STATE_VERSION, `must be at most ${MAX_STATE_VERSION}`))),
-  refresh_intent: optNull(v.object({ refresh_token_fingerprint: v.string(), started_at: isoDate })),
-  monzoAccessToken: opt(nonEmpty),
-  monzoRefreshToken: opt(nonEmpty),
-});
+const fieldChecks: Record<string, Check> = {
+  access_token: nonEmpty,
+  refresh_token: orNull(nonEmpty),
+  replaced_refresh_token: orNull(nonEmpty),
+  token_type: isString,
+  scope: orNull(isString),
+  expires_at: orNull(isoDate),
+  obtained_at: orNull(isoDate),
+  provider: orNull(isString),
+  user_id: isString,
+  client_id: isString,
+  state_version: stateVersion,
+  monzoAccessToken: nonEmpty,
+  monzoRefreshToken: nonEmpty,
+};
+
+/** The file's fields once checked (an absent key is undefined). */
+interface FileFields {
+  readonly access_token?: string;
+  readonly refresh_token?: string | null;
+  readonly replaced_refresh_token?: string | null;
+  readonly token_type?: string;
+  readonly scope?: string | null;
+  readonly expires_at?: string | null;
+  readonly obtained_at?: string | null;
+  readonly provider?: string | null;
+  readonly user_id?: string;
+  readonly client_id?: string;
+  readonly state_version?: number;
+  readonly refresh_intent?: { readonly refresh_token_fingerprint: string; readonly started_at: string } | null;
+  readonly monzoAccessToken?: string;
+  readonly monzoRefreshToken?: string;
+}
+
+/** Every problem with the fields, `key: what is wrong` (never the value), or none. */
+function fieldProblems(file: RawFile): string[] {
+  const problems: string[] = [];
+  for (const [key, check] of Object.entries(fieldChecks)) {
+    const value = file[key];
+    const problem = value === undefined ? null : check(value);
+    if (problem !== null) problems.push(`${key}: ${problem}`);
+  }
+  const intent = file['refresh_intent'];
+  if (intent !== undefined && intent !== null) {
+    if (!isObject(intent)) problems.push('refresh_intent: must be an object');
+    else
+      for (const [key, check] of Object.entries(intentChecks)) {
+        const problem = intent[key] === undefined ? 'is missing' : check(intent[key]);
+        if (problem !== null) problems.push(`refresh_intent.${key}: ${problem}`);
+      }
+  }
+  return problems;
+}
 
 export type RawFile = Record<string, unknown>;
 
@@ -165,9 +214,9 @@ export function parseStateObject(text: string, path: string): RawFile {
 /** Decode the file's text. Throws `state_corrupt` naming the problem, never the values. */
 export function decodeState(text: string, path: string): { state: StoredState; raw: RawFile } {
   const parsed = parseStateObject(text, path);
-  const result = v.safeParse(fileSchema, parsed);
-  if (!result.success) throw new TokendError('state_corrupt', `state file ${path} has invalid fields: ${describeIssues(result.issues)}`);
-  const f = result.output;
+  const problems = fieldProblems(parsed);
+  if (problems.length > 0) throw new TokendError('state_corrupt', `state file ${path} has invalid fields: ${problems.join('; ')}`);
+  const f = parsed as FileFields;
   const legacyKeys = f.monzoAccessToken !== undefined || f.monzoRefreshToken !== undefined;
   const accessToken = f.access_token ?? f.monzoAccessToken;
   const refreshToken = f.refresh_token ?? f.monzoRefreshToken ?? null;

@@ -42,6 +42,8 @@ describe('import boundaries (eslint.boundaries.mjs)', () => {
     ['shared/errors.ts', "import { DEFAULT_LISTEN } from '../state-file/paths.js';"],
     ['provider/oauth.ts', "import { backoffDelay } from '../owner/schedule.js';"],
     ['login/deliver.ts', "import { startDaemon } from '../daemon/daemon.js';"],
+    ['state-file/codec.ts', "import * as v from 'valibot';"],
+    ['client/index.ts', "import * as v from 'valibot';"],
   ];
   for (const [file, source] of refused) {
     it(`refuses in ${file}: ${source}`, async () => {

@@ -96,6 +96,13 @@ describe('state file codec', () => {
     ['state_version of 2^53', JSON.stringify({ ...full, state_version: 2 ** 53 })],
     ['state_version of 1e300', JSON.stringify({ ...full, state_version: 1e300 })],
     ['nesting 20,000 deep', `{"deep":${'['.repeat(20_000)}${']'.repeat(20_000)}}`],
+    ['negative state_version', JSON.stringify({ ...full, state_version: -1 })],
+    ['fractional state_version', JSON.stringify({ ...full, state_version: 1.5 })],
+    ['empty access token', JSON.stringify({ ...full, access_token: '' })],
+    ['refresh token as a number', JSON.stringify({ ...full, refresh_token: 7 })],
+    ['refresh_intent as a string', JSON.stringify({ ...full, refresh_intent: 'soon' })],
+    ['refresh_intent without its fingerprint', JSON.stringify({ ...full, refresh_intent: { started_at: '2026-01-01T00:00:00Z' } })],
+    ['user_id as an object', JSON.stringify({ ...full, user_id: {} })],
   ] as const) {
     it(`refuses a ${name} file with state_corrupt, naming no value`, () => {
       assert.throws(
@@ -116,6 +123,11 @@ describe('state file codec', () => {
     };
     assert.match(message(JSON.stringify({ ...full, state_version: 2 ** 53 })), /state_version.*at most/);
     assert.match(message(JSON.stringify({ ...full, obtained_at: '-300000-01-01T00:00:00Z' })), /obtained_at.*between the years/);
+    // Every problem is named, each with its field.
+    assert.match(
+      message(JSON.stringify({ ...full, scope: 1, refresh_intent: { refresh_token_fingerprint: 'x' } })),
+      /scope: must be a string; refresh_intent.started_at: is missing/,
+    );
     assert.match(message(`{"a":${'['.repeat(MAX_NESTING + 1)}${']'.repeat(MAX_NESTING + 1)}}`), new RegExp(`nests deeper than ${MAX_NESTING} levels`));
     assert.equal(decodeState(JSON.stringify({ ...full, state_version: MAX_STATE_VERSION }), 'f').state.version, MAX_STATE_VERSION);
   });
