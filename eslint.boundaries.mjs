@@ -8,6 +8,7 @@
  *   state-file/  the state file's format and default paths (the client reads it)
  *   provider/    talking to the OAuth provider (the owner, the login)
  *   config/      the configuration, parsed once at the edge
+ *   store/       the Postgres store: accounts' states, leases and fencing, the change feed (the owner's, later)
  *   owner/       the owner: a thread-agnostic state machine (owner.ts) and its thread entry (thread.ts)
  *   http/        the HTTP API, on the daemon's main thread
  *   daemon/      the daemon's main thread: start, stop, signals, the owner's handle, metrics
@@ -26,16 +27,17 @@ const folders = (folders, message, allowTypeImports = false) => ({
 const undici = { name: 'undici', message: 'only the provider code, the client library and the dev login talk HTTP to the outside', allowTypeImports: true };
 const ownerAsTypes = folders(['owner', 'provider'], 'the daemon main thread reaches the owner thread through shared/contract.ts (import type) only', true);
 
+const pg = { name: 'pg', message: 'only store/ talks to PostgreSQL', allowTypeImports: true };
 const valibot = { name: 'valibot', message: 'what the client library loads carries no schema library: check the few fields by hand' };
 
-/** @param {string[]} files @param {object[]} patterns @param {boolean} [withUndici] @param {object[]} [paths] */
-const rule = (files, patterns, withUndici = true, paths = []) => ({
+/** @param {string[]} files @param {object[]} patterns @param {boolean} [withUndici] @param {object[]} [paths] @param {boolean} [withPg] */
+const rule = (files, patterns, withUndici = true, paths = [], withPg = true) => ({
   files,
-  rules: { '@typescript-eslint/no-restricted-imports': ['error', { patterns, paths: [...(withUndici ? [undici] : []), ...paths] }] },
+  rules: { '@typescript-eslint/no-restricted-imports': ['error', { patterns, paths: [...(withUndici ? [undici] : []), ...(withPg ? [pg] : []), ...paths] }] },
 });
 
 const everythingBut = (/** @type {string[]} */ ...allowed) =>
-  ['shared', 'state-file', 'provider', 'config', 'owner', 'http', 'daemon', 'login', 'cli', 'client', 'dev'].filter((f) => !allowed.includes(f));
+  ['shared', 'state-file', 'provider', 'config', 'store', 'owner', 'http', 'daemon', 'login', 'cli', 'client', 'dev'].filter((f) => !allowed.includes(f));
 
 export const boundaries = [
   rule(['src/shared/**/*.ts'], [folders(everythingBut('shared'), 'shared/ is the leaves: it imports nothing else of tokend')]),
@@ -48,16 +50,26 @@ export const boundaries = [
   rule(['src/provider/**/*.ts'], [folders(everythingBut('shared', 'provider'), 'provider/ talks to the provider and knows nothing of the daemon')], false),
   rule(['src/config/**/*.ts'], [folders(everythingBut('shared', 'state-file', 'config'), 'config/ is parsed at the edge from shared/ pieces only')]),
   rule(
+    ['src/store/**/*.ts'],
+    [folders(everythingBut('shared', 'state-file', 'store'), 'store/ keeps states in PostgreSQL: it knows the state format and nothing of the daemon')],
+    true,
+    [],
+    false,
+  ),
+  rule(
     ['src/owner/**/*.ts'],
     [
       folders(
-        everythingBut('shared', 'state-file', 'provider', 'owner'),
+        everythingBut('shared', 'state-file', 'provider', 'store', 'owner'),
         'the owner runs on its own thread: it knows nothing of the daemon, the HTTP side or the CLI',
       ),
     ],
     false,
   ),
-  rule(['src/http/**/*.ts'], [ownerAsTypes, folders(['cli', 'login', 'client', 'dev'], 'the HTTP side is served by the daemon: no CLI, login or client code')]),
+  rule(
+    ['src/http/**/*.ts'],
+    [ownerAsTypes, folders(['cli', 'login', 'client', 'dev', 'store'], 'the HTTP side is served by the daemon: no CLI, login, client or store code')],
+  ),
   rule(['src/daemon/**/*.ts'], [ownerAsTypes, folders(['cli', 'client', 'dev'], 'the daemon does not load the CLI or the client library')]),
   rule(
     ['src/login/**/*.ts'],

@@ -43,6 +43,11 @@ describe('import boundaries (eslint.boundaries.mjs)', () => {
     ['provider/oauth.ts', "import { backoffDelay } from '../owner/schedule.js';"],
     ['login/deliver.ts', "import { startDaemon } from '../daemon/daemon.js';"],
     ['state-file/codec.ts', "import * as v from 'valibot';"],
+    ['store/postgres.ts', "import { startDaemon } from '../daemon/daemon.js';"],
+    ['store/postgres.ts', "import { Owner } from '../owner/owner.js';"],
+    ['http/routes.ts', "import { PostgresStore } from '../store/postgres.js';"],
+    ['client/index.ts', "import { PostgresStore } from '../store/postgres.js';"],
+    ['owner/owner.ts', "import pg from 'pg';"],
     ['client/index.ts', "import * as v from 'valibot';"],
   ];
   for (const [file, source] of refused) {
@@ -57,6 +62,9 @@ describe('import boundaries (eslint.boundaries.mjs)', () => {
     ['client/index.ts', "import { TokendError } from '../shared/errors.js';"],
     ['login/deliver.ts', "const { Owner } = await import('../owner/owner.js');"],
     ['owner/owner.ts', "import { OAuthClient } from '../provider/oauth.js';"],
+    ['store/postgres.ts', "import { decodeState } from '../state-file/codec.js';"],
+    ['store/postgres.ts', "import pg from 'pg';"],
+    ['owner/owner.ts', "import { PostgresStore } from '../store/postgres.js';"],
   ];
   for (const [file, source] of allowed) {
     it(`allows in ${file}: ${source}`, async () => {
