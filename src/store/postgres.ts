@@ -90,6 +90,8 @@ export class PostgresStore {
       connectionString: conn.connectionString,
       connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
       statement_timeout: opts.statementTimeoutMs ?? 10_000,
+      // The server's limit cannot fire when the server is gone: this one is the client's own.
+      query_timeout: (opts.statementTimeoutMs ?? 10_000) + 2000,
       // A client that crashed mid-transaction must not hold a lease row locked.
       idle_in_transaction_session_timeout: 30_000,
       keepAlive: true,
