@@ -28,6 +28,8 @@ export interface ChangeFeedOptions {
   readonly maxBackoffMs?: number;
   /** Default 10 s. */
   readonly heartbeatMs?: number;
+  /** A heartbeat unanswered this long ends the connection. Default 5 s. */
+  readonly heartbeatTimeoutMs?: number;
 }
 
 export class ChangeFeed {
@@ -43,7 +45,7 @@ export class ChangeFeed {
   readonly #closeListeners: (() => void)[] = [];
 
   constructor(config: pg.ClientConfig, conn: StoreConnection, opts: ChangeFeedOptions, log?: Log) {
-    this.#config = { ...config, query_timeout: 5000 };
+    this.#config = { ...config, query_timeout: opts.heartbeatTimeoutMs ?? 5000 };
     this.#conn = conn;
     this.#opts = opts;
     this.#log = log;
@@ -62,6 +64,7 @@ export class ChangeFeed {
       for (const listener of this.#closeListeners) listener();
       throw new TokendError('persist_failed', `store ${this.#conn.display}: cannot listen for changes: ${this.#conn.scrub((err as Error).message)}`);
     }
+    if (this.#status === 'closed') return;
     this.#setStatus('connected');
     this.#beat();
   }

@@ -74,10 +74,15 @@ export async function migrate(client: pg.ClientBase, display: string): Promise<M
   await client.query('BEGIN');
   try {
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK.toString()]);
-    await client.query(`CREATE TABLE IF NOT EXISTS tokend_schema (
-      version    integer PRIMARY KEY,
-      applied_at timestamptz NOT NULL DEFAULT now()
-    )`);
+    // Looked up before created: CREATE ... IF NOT EXISTS needs the right to create even when
+    // the table exists, and a role that only uses tables an administrator migrated has not.
+    const { rows: found } = await client.query<{ exists: boolean }>("SELECT to_regclass('tokend_schema') IS NOT NULL AS exists");
+    if (!found[0]?.exists) {
+      await client.query(`CREATE TABLE tokend_schema (
+        version    integer PRIMARY KEY,
+        applied_at timestamptz NOT NULL DEFAULT now()
+      )`);
+    }
     const { rows } = await client.query<{ version: number }>('SELECT coalesce(max(version), 0)::integer AS version FROM tokend_schema');
     const from = rows[0]?.version ?? 0;
     if (from > SCHEMA_VERSION) {
