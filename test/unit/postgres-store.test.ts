@@ -456,6 +456,36 @@ describe('a server that stops answering', { skip }, () => {
   });
 });
 
+describe('a leader cut off from the database', { skip }, () => {
+  it('gives its lease up when the lease runs out, never later', async () => {
+    const store = await freshStore();
+    const lost: { reason: string; atMs: number }[] = [];
+    const started = performance.now();
+    const keeper = await LeaseKeeper.acquire(store, 'default', 'host-a', {
+      ttlMs: 800,
+      renewEveryMs: 100,
+      onLost: (reason) => lost.push({ reason, atMs: performance.now() }),
+    });
+    assert.ok(keeper instanceof LeaseKeeper);
+    await waitFor('a renewal', () => keeper.validForMs() > 0 && performance.now() - started > 150);
+    server.pause();
+    const pausedAt = performance.now();
+    try {
+      await waitFor('the keeper to give up', () => lost.length > 0, 3000);
+    } finally {
+      server.resume();
+    }
+    // Renewals hang from the pause on: the last one that landed was sent before it, so the lease
+    // ends within a ttl of it (plus a timer's lateness on a busy machine).
+    assert.ok(lost[0]!.atMs - pausedAt <= 900, `held ${Math.round(lost[0]!.atMs - pausedAt)} ms past the pause`);
+    assert.match(lost[0]!.reason, /expired: no renewal in time/);
+    assert.equal(keeper.validForMs(), 0);
+    // Meanwhile, on the database's clock, the lease has run out too: another instance may take it.
+    await expired(store, 'default');
+    assert.equal((await leaseFor(store, 'default', 'host-b')).epoch, 2);
+  });
+});
+
 describe('the password stays secret', { skip }, () => {
   const assertScrubbed = (err: unknown, secret: string): void => {
     assert.ok(err instanceof TokendError, `expected a TokendError, got ${inspect(err)}`);
