@@ -47,6 +47,13 @@ const clientOptions: Array<[OptionName, string]> = [
   ['apiKey', 'API key'],
 ];
 
+/** `-a/--account NAME`: the account a command acts on (default: the daemon's default account). */
+type AccountOption = { account?: string };
+
+function addAccountOption(cmd: Command, help = "the account to act on (default: the daemon's default account)"): Command {
+  return cmd.option('-a, --account <name>', help);
+}
+
 function addOptions(cmd: Command, list: Array<[OptionName, string]>): Command {
   cmd.exitOverride().configureOutput({ writeErr: (s) => process.stderr.write(s) });
   for (const [name, help] of list) {
@@ -57,10 +64,11 @@ function addOptions(cmd: Command, list: Array<[OptionName, string]>): Command {
 }
 
 /** The client library (and undici) load only for the commands that talk to a daemon. */
-async function client(opts: RawOptions): Promise<TokendClient> {
+async function client(opts: RawOptions & AccountOption): Promise<TokendClient> {
   const { TokendClient } = await import('../client/index.js');
   return new TokendClient({
     ...(opts.listen ? { url: opts.listen } : {}),
+    ...(opts.account !== undefined ? { account: opts.account } : {}),
     ...(opts.stateFile ? { stateFile: opts.stateFile } : {}),
     ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
     onWarning: say,
@@ -103,7 +111,7 @@ const clientAction =
 export function buildProgram(setExit: (code: number) => void, runtime: Runtime): Command {
   const ctx: CommandContext = { setExit, runtime };
   const program = new Command('tokend')
-    .description("A local OAuth2 token daemon: keeps one account's tokens fresh and durable, and serves them to local programs.")
+    .description("A local OAuth2 token daemon: keeps each account's tokens fresh and durable, and serves them to local programs.")
     .version(pkg.version, '-V, --version')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -127,33 +135,37 @@ function tokenCommand(ctx: CommandContext): Command {
     .option('--env <name>', 'environment variable name for --exec', 'TOKEND_ACCESS_TOKEN')
     .argument('[command...]', 'command to run with --exec')
     .action(
-      clientAction(ctx, async (command: string[], opts: RawOptions & { exec?: boolean; env: string }) => {
+      clientAction(ctx, async (command: string[], opts: RawOptions & AccountOption & { exec?: boolean; env: string }) => {
         const token = await (await client(opts)).getAccessToken();
         if (opts.exec) return runTokenExec(command, opts.env, token);
         process.stdout.write(`${token}\n`);
         return 0;
       }),
     );
-  return addOptions(cmd, clientOptions);
+  return addOptions(addAccountOption(cmd), clientOptions);
 }
 
 function statusCommand(ctx: CommandContext): Command {
   const cmd = new Command('status')
-    .description("show the daemon's state, human readable (exit 1 unless ready)")
-    .option('--json', 'print GET /state as JSON')
-    .action(clientAction(ctx, async (opts: RawOptions & { json?: boolean }) => printStatus(await client(opts), opts.json === true)));
-  return addOptions(cmd, clientOptions);
+    .description("show every account's state, one line each, then the default account's (or --account's) in full; exit 1 unless ready")
+    .option('--json', 'print GET /accounts as JSON')
+    .action(
+      clientAction(ctx, async (opts: RawOptions & AccountOption & { json?: boolean }) =>
+        printStatus(await client(opts), { json: opts.json === true, account: opts.account ?? null }),
+      ),
+    );
+  return addOptions(addAccountOption(cmd, 'the account shown in full (default: the default account)'), clientOptions);
 }
 
 function refreshCommand(ctx: CommandContext): Command {
   const cmd = new Command('refresh').description('refresh the tokens now and print the new expiry').action(
-    clientAction(ctx, async (opts: RawOptions) => {
+    clientAction(ctx, async (opts: RawOptions & AccountOption) => {
       const r = await (await client(opts)).refresh();
       process.stdout.write(`refreshed: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
       return 0;
     }),
   );
-  return addOptions(cmd, clientOptions);
+  return addOptions(addAccountOption(cmd), clientOptions);
 }
 
 function setCommand(ctx: CommandContext): Command {
@@ -164,17 +176,17 @@ function setCommand(ctx: CommandContext): Command {
     .option('--refresh-token <token>', 'refresh token')
     .option('--expires-in <seconds>', 'access token lifetime in seconds')
     .action(
-      clientAction(ctx, async (opts: RawOptions & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
+      clientAction(ctx, async (opts: RawOptions & AccountOption & { stdin?: boolean; accessToken?: string; refreshToken?: string; expiresIn?: string }) => {
         const input = await readSetInput(opts);
         const r = await (await client(opts)).setTokens(input);
         process.stdout.write(`tokens set: expires at ${r.expires_at ?? 'unknown'} (state version ${r.version})\n`);
         return 0;
       }),
     );
-  return addOptions(cmd, clientOptions);
+  return addOptions(addAccountOption(cmd), clientOptions);
 }
 
-type LoginOptions = RawOptions & { browser: boolean; timeout: string; waitApproval: boolean };
+type LoginOptions = RawOptions & AccountOption & { browser: boolean; timeout: string; waitApproval: boolean };
 
 function loginCommand(ctx: CommandContext): Command {
   const cmd = new Command('login')
@@ -183,7 +195,9 @@ function loginCommand(ctx: CommandContext): Command {
     .option('--timeout <seconds>', 'how long to wait for the callback', '300')
     .option('--no-wait-approval', 'Monzo: do not wait for the approval in the app')
     .action(async (opts: LoginOptions) => ctx.setExit(await login(opts)));
-  return addOptions(addOptions(cmd, providerOptions), [...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey')]);
+  return addOptions(addOptions(addAccountOption(cmd, 'the account to log in (default: the default account)'), providerOptions), [
+    ...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey'),
+  ]);
 }
 
 async function login(opts: LoginOptions): Promise<number> {
@@ -196,12 +210,15 @@ async function login(opts: LoginOptions): Promise<number> {
   }
   try {
     const { runLogin } = await import('../login/command.js');
-    return await runLogin(config, {
+    const loginOptions = {
       browser: opts.browser,
       timeoutMs: timeout * 1000,
       waitForApproval: opts.waitApproval,
       listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null,
-    });
+      // The account whose configuration the login uses and to which its tokens are delivered; null: the default account.
+      account: opts.account ?? null,
+    };
+    return await runLogin(config, loginOptions);
   } catch (err) {
     return await clientFailure(err);
   }

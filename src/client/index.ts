@@ -22,15 +22,11 @@ export interface AccessToken {
   readonly expires_in: number | null;
 }
 
-/** `GET /state`'s answer (see the README's HTTP API section). */
-export interface DaemonState {
-  readonly status: 'ok' | 'waiting_for_login' | 'expired' | 'reauthorization_required' | 'lock_lost';
-  readonly reason: string | null;
-  readonly ready: boolean;
-  readonly access_token?: string;
-  readonly token_type?: string;
-  readonly expires_at?: string | null;
-  readonly expires_in?: number | null;
+/** An account's status: `failed` when it could not start (its state file is corrupt or unreadable; `reason` says why). */
+export type AccountStatus = 'ok' | 'waiting_for_login' | 'expired' | 'reauthorization_required' | 'lock_lost' | 'failed';
+
+/** What `GET /state` and `GET /accounts` say of an account beyond its status and its token. */
+export interface AccountDetails {
   readonly scope: string | null;
   readonly obtained_at: string | null;
   readonly access_token_fingerprint: string | null;
@@ -51,13 +47,56 @@ export interface DaemonState {
     readonly consecutive_failures: number;
   };
   readonly persist: { readonly ok: boolean; readonly last_error: string | null; readonly last_write_at: string | null };
-  readonly owner: { readonly pid: number; readonly listen: string | null };
+}
+
+/** The daemon holding the state: its pid and where it listens. */
+export interface DaemonOwner {
+  readonly pid: number;
+  readonly listen: string | null;
+}
+
+/** `GET /state`'s answer (see the README's HTTP API section). */
+export interface DaemonState extends AccountDetails {
+  readonly status: AccountStatus;
+  readonly reason: string | null;
+  readonly ready: boolean;
+  readonly access_token?: string;
+  readonly token_type?: string;
+  readonly expires_at?: string | null;
+  readonly expires_in?: number | null;
+  readonly owner: DaemonOwner;
+}
+
+/** One account in `GET /accounts`: its state without the access token. */
+export interface AccountSummary extends AccountDetails {
+  readonly name: string;
+  /** The account the unprefixed routes (and a client without `account`) act on. */
+  readonly default: boolean;
+  readonly status: AccountStatus;
+  readonly reason: string | null;
+  readonly ready: boolean;
+  readonly expires_at: string | null;
+  readonly expires_in: number | null;
+}
+
+/** `GET /accounts`'s answer. */
+export interface AccountsState {
+  readonly default_account: string;
+  /** `ok` when every account is ok, else the status of the first (in configuration order) that is not. */
+  readonly status: AccountStatus;
+  /** Every account ready. */
+  readonly ready: boolean;
+  readonly owner: DaemonOwner;
+  /** In configuration order. */
+  readonly accounts: readonly AccountSummary[];
 }
 
 /** One server-sent event from `GET /events`. */
 export interface TokenEvent {
   readonly id: string;
-  readonly status: DaemonState['status'];
+  /** The account whose token or status changed. */
+  readonly account: string;
+  readonly status: AccountStatus;
   readonly reason: string | null;
   readonly version: number;
   readonly access_token?: string;
@@ -82,6 +121,13 @@ export class TokendClientError extends Error {
 export interface TokendClientOptions {
   /** `http://127.0.0.1:4242`, `127.0.0.1:4242` or `unix:/path`. Default: `TOKEND_LISTEN`, then the owner record, then 127.0.0.1:4242. */
   readonly url?: string;
+  /**
+   * The account whose token, state, refresh and tokens this client asks for
+   * (`/accounts/NAME/...`), and whose changes `onChange` reports. Default: the
+   * daemon's default account (and `onChange` reports every account's).
+   * An account the daemon does not have fails with code `unknown_account`.
+   */
+  readonly account?: string;
   /** Default: `TOKEND_API_KEY`, then the file named by `TOKEND_API_KEY_FILE`. */
   readonly apiKey?: string;
   /** State file whose owner record locates the daemon. Default: `TOKEND_STATE_FILE`, then the default path. */
@@ -145,6 +191,9 @@ export class TokendClient {
   readonly #apiKey: Promise<string | null>;
   readonly #marginMs: number;
   readonly #timeoutMs: number;
+  /** `/accounts/NAME` for a named account, '' for the default one. */
+  readonly #prefix: string;
+  readonly #account: string | null;
   #cached: { token: AccessToken; expiresAtMs: number | null } | null = null;
   #fetching: Promise<AccessToken> | null = null;
 
@@ -153,6 +202,8 @@ export class TokendClient {
     this.#apiKey = options.apiKey ? Promise.resolve(options.apiKey) : apiKeyFromEnv(process.env);
     this.#marginMs = options.refreshMarginMs ?? 30_000;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
+    this.#account = options.account ?? null;
+    this.#prefix = options.account === undefined ? '' : `/accounts/${encodeURIComponent(options.account)}`;
   }
 
   /** The daemon's address, for messages. */
@@ -170,9 +221,14 @@ export class TokendClient {
     return (await this.token()).access_token;
   }
 
+  /** The account this client acts on, or null for the daemon's default account. */
+  get account(): string | null {
+    return this.#account;
+  }
+
   /** `GET /token`, uncached but shared among concurrent callers. */
   token(): Promise<AccessToken> {
-    this.#fetching ??= this.#call<AccessToken>('GET', '/token')
+    this.#fetching ??= this.#call<AccessToken>('GET', `${this.#prefix}/token`)
       .then((token) => {
         this.#cached = { token, expiresAtMs: token.expires_at ? Date.parse(token.expires_at) : null };
         return token;
@@ -185,12 +241,17 @@ export class TokendClient {
 
   /** `GET /state`. */
   state(): Promise<DaemonState> {
-    return this.#call('GET', '/state');
+    return this.#call('GET', `${this.#prefix}/state`);
+  }
+
+  /** `GET /accounts`: every account the daemon holds, in configuration order (whatever this client's `account`). */
+  accounts(): Promise<AccountsState> {
+    return this.#call('GET', '/accounts');
   }
 
   /** `POST /refresh-tokens`: refresh now (joining a refresh in flight); resolves once the new token is on disk. */
   async refresh(): Promise<AccessToken & { version: number }> {
-    const token = await this.#call<AccessToken & { version: number }>('POST', '/refresh-tokens');
+    const token = await this.#call<AccessToken & { version: number }>('POST', `${this.#prefix}/refresh-tokens`);
     this.#cached = { token, expiresAtMs: token.expires_at ? Date.parse(token.expires_at) : null };
     return token;
   }
@@ -206,10 +267,10 @@ export class TokendClient {
     client_id?: string;
   }): Promise<AccessToken & { version: number }> {
     this.#cached = null;
-    return this.#call('POST', '/set-tokens', body);
+    return this.#call('POST', `${this.#prefix}/set-tokens`, body);
   }
 
-  /** `GET /readyz`: true when the daemon holds a usable token and can persist. */
+  /** `GET /readyz`: true when every account of the daemon holds a usable token and can persist. */
   async ready(): Promise<boolean> {
     try {
       await this.#call('GET', '/readyz');
@@ -221,7 +282,8 @@ export class TokendClient {
   }
 
   /**
-   * Call `cb` on every token change (`GET /events`), reconnecting with
+   * Call `cb` on every token change (`GET /events`): of this client's
+   * account, or of every account when it names none. Reconnects with
    * `Last-Event-ID` when the connection drops. Returns a function that stops.
    */
   onChange(cb: (event: TokenEvent) => void, onError?: (err: Error) => void): () => void {
@@ -235,7 +297,8 @@ export class TokendClient {
           const headers: Record<string, string> = { accept: 'text/event-stream' };
           if (key) headers['authorization'] = `Bearer ${key}`;
           if (lastId) headers['last-event-id'] = lastId;
-          const res = await request(`${this.#target.origin}/events`, { dispatcher: this.#target.dispatcher, headers, signal: abort.signal });
+          const events = this.#account === null ? '/events' : `/events?account=${encodeURIComponent(this.#account)}`;
+          const res = await request(`${this.#target.origin}${events}`, { dispatcher: this.#target.dispatcher, headers, signal: abort.signal });
           if (res.statusCode !== 200) {
             const text = await res.body.text();
             throw errorFrom(res.statusCode, text);

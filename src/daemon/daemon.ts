@@ -18,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import type { DaemonStatus, Result, SetTokensInput, Snapshot } from '../shared/contract.js';
 import { exitCodeOf, type ErrorCode, type ErrorData } from '../shared/errors.js';
 import type { EventHub } from '../http/events.js';
+import type { AccountBackend } from '../http/routes.js';
 import type { Logger } from '../shared/log.js';
 import { replaceableProblem } from '../shared/fs-safety.js';
 import { formatListen, type Config, type Listen } from '../config/config.js';
@@ -159,7 +160,7 @@ class Daemon implements RunningDaemon {
       {
         onSnapshot: (snapshot, previous) => {
           this.#metrics.setSnapshot(snapshot);
-          this.#hub?.publish(snapshot, previous);
+          this.#hub?.publish('default', snapshot, previous);
         },
         onEvent: (event) => this.#metrics.record(event),
         onRestart: () => this.#metrics.workerRestarted(),
@@ -174,7 +175,15 @@ class Daemon implements RunningDaemon {
     const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
     const owner = this.#owner;
     const metrics = this.#metrics;
-    const hub = (this.#hub = new EventHub(() => owner.current().snapshot));
+    // One account, `default`, from the one owner: the HTTP side's Backend holds a map of accounts.
+    const account: AccountBackend = {
+      name: 'default',
+      snapshot: () => owner.current().snapshot,
+      ensureFresh: () => owner.current().ensureFresh(),
+      refresh: (trigger) => owner.current().refresh(trigger),
+      setTokens: (input) => owner.current().setTokens(input),
+    };
+    const hub = (this.#hub = new EventHub(() => [account]));
     const config = this.#config;
     const server = createHttpServer({
       listen: config.listen,
@@ -189,10 +198,8 @@ class Daemon implements RunningDaemon {
       isDraining: () => this.#phase.name === 'stopping',
       starting: () => owner.starting(),
       backend: {
-        snapshot: () => owner.current().snapshot,
-        ensureFresh: () => owner.current().ensureFresh(),
-        refresh: (trigger) => owner.current().refresh(trigger),
-        setTokens: (input) => owner.current().setTokens(input),
+        accounts: new Map([[account.name, account]]),
+        defaultAccount: account.name,
         owner: this.#ownerInfo,
         metricsText: () => metrics.text(),
         hub,

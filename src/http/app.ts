@@ -16,7 +16,7 @@ import type { HttpStats } from '../daemon/http-stats.js';
 import { Admission } from './admission.js';
 import { createCors, createGuard, isPreflight, preflightHeaders, type Guard, type GuardOptions } from './guards.js';
 import { answerStatus, fail, sendError } from './reply.js';
-import { routes, type Backend, type Route } from './routes.js';
+import { ACCOUNT_PREFIX, ACCOUNT_ROUTE, routes, type Backend, type Route } from './routes.js';
 
 export interface HttpOptions extends GuardOptions {
   readonly log: Log;
@@ -68,14 +68,17 @@ function closeAfter(req: IncomingMessage, res: ServerResponse): void {
  * polka's router (`find`), holding tokend's own routes. polka stores
  * middleware, so each route is registered under a marker of its own that
  * names it here; polka's request loop never runs them. Each route is a fixed
- * path: it is looked up once per route and method, not once per request (polka's
- * find() builds arrays on every call). Anything else (another case, a trailing
- * slash) still goes to polka's patterns.
+ * path, or a fixed path after `/accounts/NAME`: it is found in a map by its
+ * path (an account's route: by what follows the name), not by polka's
+ * find(), which runs patterns and builds arrays on every call. Anything else
+ * (another case, a trailing slash) still goes to polka's patterns.
  */
 class Router<R> {
   readonly #polka = polka();
   readonly #byMarker = new Map<Middleware, R>();
   readonly #exact = new Map<string, Map<string, R>>();
+  /** An account's routes, by the path after `/accounts/NAME`. */
+  readonly #inAccount = new Map<string, Map<string, R>>();
 
   /** `method` on `path`, matched by polka; `alsoHead`: HEAD on the exact path too (polka matches HEAD to GET elsewhere). */
   add(method: 'GET' | 'POST', path: string, route: R, alsoHead: boolean): void {
@@ -84,20 +87,34 @@ class Router<R> {
     this.#byMarker.set(marker, route);
     if (method === 'GET') this.#polka.get(path, marker);
     else this.#polka.post(path, marker);
-    const byMethod = this.#exact.get(path) ?? new Map<string, R>();
+    const scoped = path.startsWith(`${ACCOUNT_ROUTE}/`);
+    const table = scoped ? this.#inAccount : this.#exact;
+    const key = scoped ? path.slice(ACCOUNT_ROUTE.length) : path;
+    const byMethod = table.get(key) ?? new Map<string, R>();
     byMethod.set(method, route);
     if (alsoHead) byMethod.set('HEAD', route);
-    this.#exact.set(path, byMethod);
+    table.set(key, byMethod);
   }
 
   find(method: string, path: string): R | undefined {
     const exact = this.#exact.get(path)?.get(method);
     if (exact !== undefined) return exact;
+    const end = path.startsWith(ACCOUNT_PREFIX) ? path.indexOf('/', ACCOUNT_PREFIX.length) : -1;
+    if (end > ACCOUNT_PREFIX.length) {
+      const inAccount = this.#inAccount.get(path.slice(end))?.get(method);
+      if (inAccount !== undefined) return inAccount;
+    }
     // polka holds GET and POST routes only, and matches HEAD to GET: any other method matches nothing.
     if (method !== 'GET' && method !== 'POST' && method !== 'HEAD') return undefined;
     const marker = this.#polka.find(method, path).handlers[0];
     return marker === undefined ? undefined : this.#byMarker.get(marker);
   }
+}
+
+/** The route table's path for a request's path: `/accounts/NAME/token` is `/accounts/:account/token`. */
+function routePath(path: string): string {
+  const end = path.startsWith(ACCOUNT_PREFIX) ? path.indexOf('/', ACCOUNT_PREFIX.length) : -1;
+  return end > ACCOUNT_PREFIX.length ? `${ACCOUNT_ROUTE}${path.slice(end)}` : path;
 }
 
 /** Requests of each connection held for a later answer (see MAX_PENDING_PER_CONNECTION). */
@@ -257,7 +274,7 @@ class HttpApp {
   /** An unknown path (404), a method the path does not take (405), or an OPTIONS request. */
   #answerNoMatch(req: IncomingMessage, res: ServerResponse, path: string): void {
     const other = this.#noMatch.label;
-    const methods = this.#allowed.get(path);
+    const methods = this.#allowed.get(routePath(path));
     if (!methods) {
       fail(res, 'not_found', `no route ${path}`);
       return this.#refused('not_found', other);

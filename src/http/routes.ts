@@ -2,6 +2,10 @@
  * The HTTP API. `GET /token` and `GET /state` answer from the snapshot the
  * owner pushed last: no cross-thread hop unless the token is about to expire.
  * Writes go to the owner and answer only once the change is on disk.
+ *
+ * Each account's routes are served at `/accounts/NAME/...`, and the
+ * unprefixed ones act on the default account. An account's name is sliced
+ * from the path (see `accountInPath`), never matched by a pattern.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as v from 'valibot';
@@ -13,23 +17,46 @@ import { B64TOKEN, LIFETIME, MAX_TOKEN_CHARS, REFRESH_TOKEN } from '../shared/to
 import { describeIssues } from '../shared/validation.js';
 import type { EventHub } from './events.js';
 import { fail, sendError, sendJson } from './reply.js';
-import { stateBody, tokenBody, usable } from './views.js';
+import { accountBody, notReadyReason, overallStatus, stateBody, tokenBody, usable } from './views.js';
 
-export interface Backend {
+/** One account as the HTTP side uses it. The snapshot is the one its owner pushed last. */
+export interface AccountBackend {
+  readonly name: string;
+  /** A failed account (corrupt state file): status 'failed' with the reason. */
   snapshot(): Snapshot;
   ensureFresh(): Promise<Result<Snapshot>>;
   refresh(trigger: RefreshTrigger): Promise<Result<Snapshot>>;
   setTokens(input: SetTokensInput): Promise<Result<Snapshot>>;
+}
+
+export interface Backend {
+  /** Every account, in configuration order. */
+  readonly accounts: ReadonlyMap<string, AccountBackend>;
+  /** The account the unprefixed routes act on. */
+  readonly defaultAccount: string;
   readonly owner: { readonly pid: number; listen: string | null };
   metricsText(): Promise<string>;
   readonly hub: EventHub;
 }
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+/** What a route does with a request; `path` is the request's path without its query. */
+type Handler = (req: IncomingMessage, res: ServerResponse, path: string) => void | Promise<void>;
 export interface Route {
   readonly method: 'GET' | 'POST';
+  /** A fixed path, or `ACCOUNT_ROUTE` followed by one (`/accounts/:account/token`). */
   readonly path: string;
   readonly handler: Handler;
+}
+
+/** The routes of a named account: `/accounts/:account/token` and its siblings. */
+export const ACCOUNT_ROUTE = '/accounts/:account';
+/** What a request's path starts with when it names an account. */
+export const ACCOUNT_PREFIX = '/accounts/';
+
+/** NAME in `/accounts/NAME/...`: the path is sliced, no pattern run. '' when the path names none. */
+export function accountInPath(path: string): string {
+  const end = path.indexOf('/', ACCOUNT_PREFIX.length);
+  return end === -1 ? '' : path.slice(ACCOUNT_PREFIX.length, end);
 }
 
 const str = (min: number, max: number) => v.pipe(v.string(), v.minLength(min), v.maxLength(max));
@@ -57,25 +84,77 @@ const setTokensSchema = v.strictObject({
   client_id: v.optional(str(1, 256)),
 });
 
+/** Why `s` serves no token, with the code of its status. */
 function unavailable(s: Snapshot): ErrorData {
-  if (s.status === 'lock_lost') return { code: 'lock_lost', message: s.reason ?? 'state-file lock lost' };
-  return { code: 'reauthorization_required', message: s.reason ?? 'no usable access token: run `tokend login`' };
+  switch (s.status) {
+    case 'lock_lost':
+      return { code: 'lock_lost', message: s.reason ?? 'state-file lock lost' };
+    case 'failed':
+      return { code: 'state_corrupt', message: s.reason ?? 'the account could not start: its state file cannot be read' };
+    case 'ok':
+    case 'expired':
+    case 'waiting_for_login':
+    case 'reauthorization_required':
+      return { code: 'reauthorization_required', message: s.reason ?? 'no usable access token: run `tokend login`' };
+  }
+}
+
+/** A status no refresh can mend: answered at once, without asking the owner. */
+function refreshCannotHelp(s: Snapshot): boolean {
+  switch (s.status) {
+    case 'reauthorization_required':
+    case 'lock_lost':
+    case 'waiting_for_login':
+    case 'failed':
+      return true;
+    case 'ok':
+    case 'expired':
+      return false;
+  }
+}
+
+/** Longest account name (`[a-z0-9][a-z0-9_-]{0,62}`): a longer one is cut short where a message repeats it. */
+const MAX_NAME_CHARS = 63;
+
+function unknownAccount(res: ServerResponse, name: string, accounts: ReadonlyMap<string, AccountBackend>): void {
+  const shown = JSON.stringify(name.length > MAX_NAME_CHARS ? `${name.slice(0, MAX_NAME_CHARS)}…` : name);
+  fail(res, 'unknown_account', `no account ${shown}: the accounts are ${[...accounts.keys()].join(', ') || 'none'}`);
+}
+
+/** A /token answer ready to send: the body, serialized once, and its headers. */
+interface TokenAnswer {
+  readonly snapshot: Snapshot;
+  readonly second: number;
+  readonly body: string;
+  readonly headers: Record<string, string | number>;
 }
 
 /**
  * The /token body changes only with the snapshot and the second (expires_in):
- * serialize it once per second, not once per request.
+ * serialized once per second per account, not once per request. One slot per
+ * account: accounts read in turn do not evict each other, and a body is
+ * served only for the snapshot it was made from, so never for another account.
  */
-let cached: { snapshot: Snapshot; second: number; body: string; headers: Record<string, string | number> } | null = null;
-function sendToken(res: ServerResponse, s: Snapshot, now: number): void {
-  const second = Math.floor(now / 1000);
-  if (cached?.snapshot !== s || cached.second !== second) {
-    const body = JSON.stringify(tokenBody(s, second * 1000));
-    const headers = { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
-    cached = { snapshot: s, second, body, headers };
+class TokenAnswers {
+  readonly #byAccount = new Map<string, TokenAnswer>();
+
+  send(res: ServerResponse, account: string, s: Snapshot, now: number): void {
+    const second = Math.floor(now / 1000);
+    let answer = this.#byAccount.get(account);
+    if (answer?.snapshot !== s || answer.second !== second) {
+      const body = JSON.stringify(tokenBody(s, second * 1000));
+      const headers = { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
+      answer = { snapshot: s, second, body, headers };
+      this.#byAccount.set(account, answer);
+    }
+    res.writeHead(200, answer.headers);
+    res.end(answer.body);
   }
-  res.writeHead(200, cached.headers);
-  res.end(cached.body);
+
+  /** Forget an account no longer configured (its last token goes with it). */
+  forget(account: string): void {
+    this.#byAccount.delete(account);
+  }
 }
 
 export interface RouteLimits {
@@ -83,30 +162,65 @@ export interface RouteLimits {
   readonly maxEventClients: number;
 }
 
+/** What an account's route does, given the account the request names (or the default). */
+type AccountHandler = (account: AccountBackend, req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+
+/** The `account` query parameter of GET /events (`?account=NAME`), or null. */
+function accountQuery(url: string): string | null {
+  const query = url.indexOf('?');
+  return query === -1 ? null : new URLSearchParams(url.slice(query + 1)).get('account');
+}
+
 export function routes(backend: Backend, limits: RouteLimits): Route[] {
+  const answers = new TokenAnswers();
+
+  /** The route on the default account (the unprefixed path). */
+  const onDefault =
+    (handler: AccountHandler): Handler =>
+    (req, res) => {
+      const account = backend.accounts.get(backend.defaultAccount);
+      if (account === undefined) return unknownAccount(res, backend.defaultAccount, backend.accounts);
+      return handler(account, req, res);
+    };
+
+  /** The route on the account the path names (`/accounts/NAME/...`). */
+  const onNamed =
+    (handler: AccountHandler): Handler =>
+    (req, res, path) => {
+      const name = accountInPath(path);
+      const account = backend.accounts.get(name);
+      if (account === undefined) {
+        answers.forget(name);
+        return unknownAccount(res, name, backend.accounts);
+      }
+      return handler(account, req, res);
+    };
+
   // Synchronous on the hot path: no promise, no microtask, no cross-thread hop.
-  const getToken: Handler = (_req, res) => {
-    const s = backend.snapshot();
+  const getToken: AccountHandler = (account, _req, res) => {
+    const s = account.snapshot();
     const now = Date.now();
     const t = s.token;
-    if (t && s.status === 'ok' && !isAboutToExpire(t.obtainedAtMs, t.expiresAtMs, now)) return sendToken(res, s, now);
-    return tokenAfterRefresh(res, s);
+    if (t && s.status === 'ok' && !isAboutToExpire(t.obtainedAtMs, t.expiresAtMs, now)) return answers.send(res, account.name, s, now);
+    return tokenAfterRefresh(res, account, s);
   };
 
-  const tokenAfterRefresh = async (res: ServerResponse, s: Snapshot): Promise<void> => {
-    if (s.status === 'reauthorization_required' || s.status === 'lock_lost' || s.status === 'waiting_for_login') {
-      return sendError(res, unavailable(s));
-    }
-    const fresh = await backend.ensureFresh();
+  const tokenAfterRefresh = async (res: ServerResponse, account: AccountBackend, s: Snapshot): Promise<void> => {
+    if (refreshCannotHelp(s)) return sendError(res, unavailable(s));
+    const fresh = await account.ensureFresh();
     const now = Date.now();
     const latest = fresh.ok ? fresh.value : s;
-    if (usable(latest, now)) return sendToken(res, latest, now);
+    if (usable(latest, now)) return answers.send(res, account.name, latest, now);
     return sendError(res, fresh.ok ? unavailable(latest) : fresh.error);
   };
 
-  const refresh: Handler = async (req, res) => {
+  const getState: AccountHandler = (account, _req, res) => sendJson(res, 200, stateBody(account.snapshot(), Date.now(), backend.owner));
+
+  const refresh: AccountHandler = async (account, req, res) => {
     await readJsonBody(req, false);
-    const result = await backend.refresh('http');
+    const failed = account.snapshot();
+    if (failed.status === 'failed') return sendError(res, unavailable(failed));
+    const result = await account.refresh('http');
     if (!result.ok) {
       const upstream = result.error.upstream;
       return sendError(res, result.error, undefined, upstream ? { upstream } : undefined);
@@ -115,10 +229,12 @@ export function routes(backend: Backend, limits: RouteLimits): Route[] {
     sendJson(res, 200, { ...tokenBody(s, Date.now()), version: s.version });
   };
 
-  const setTokens: Handler = async (req, res) => {
+  const setTokens: AccountHandler = async (account, req, res) => {
     const body = await readJsonBody(req, true);
     const parsed = v.safeParse(setTokensSchema, body);
     if (!parsed.success) throw new TokendError('invalid_request', `invalid /set-tokens body: ${describeIssues(parsed.issues)}`);
+    const failed = account.snapshot();
+    if (failed.status === 'failed') return sendError(res, unavailable(failed));
     const b = parsed.output;
     const input: SetTokensInput = {
       accessToken: b.access_token,
@@ -128,29 +244,65 @@ export function routes(backend: Backend, limits: RouteLimits): Route[] {
       ...(b.scope !== undefined ? { scope: b.scope } : {}),
       extra: { ...(b.user_id ? { user_id: b.user_id } : {}), ...(b.client_id ? { client_id: b.client_id } : {}) },
     };
-    const result = await backend.setTokens(input);
+    const result = await account.setTokens(input);
     if (!result.ok) return sendError(res, result.error);
     sendJson(res, 200, { ...tokenBody(result.value, Date.now()), version: result.value.version });
   };
 
+  /** GET /accounts: every account in configuration order, the default marked; no access token. */
+  const listAccounts: Handler = (_req, res) => {
+    const now = Date.now();
+    const snapshots = [...backend.accounts].map(([name, account]) => [name, account.snapshot()] as const);
+    const accounts = snapshots.map(([name, s]) => accountBody(name, name === backend.defaultAccount, s, now));
+    sendJson(res, 200, {
+      default_account: backend.defaultAccount,
+      status: overallStatus(snapshots.map(([, s]) => s.status)),
+      ready: accounts.every((a) => a['ready'] === true),
+      owner: backend.owner,
+      accounts,
+    });
+  };
+
+  /**
+   * 200 only when every account holds a usable token, can write its state
+   * file and holds its lock. With one account the answer is the one-account
+   * daemon's as it always was; with more, a 503 names each account not ready.
+   */
+  const readyz: Handler = (_req, res) => {
+    const now = Date.now();
+    const snapshots = [...backend.accounts].map(([name, account]) => [name, account.snapshot()] as const);
+    const notReady = snapshots.flatMap(([account, s]) => {
+      const reason = notReadyReason(s, now);
+      return reason === null ? [] : [{ account, reason }];
+    });
+    const only = snapshots.length === 1 ? notReady[0] : undefined;
+    if (only) return fail(res, 'not_ready', only.reason);
+    if (notReady.length > 0) {
+      const message = `${notReady.length} of ${snapshots.length} accounts not ready: ${notReady.map((n) => `${n.account} (${n.reason})`).join('; ')}`;
+      return sendError(res, { code: 'not_ready', message }, undefined, { accounts: notReady });
+    }
+    sendJson(res, 200, { status: overallStatus(snapshots.map(([, s]) => s.status)), ready: true });
+  };
+
+  const events: Handler = (req, res) => {
+    const account = accountQuery(req.url ?? '/');
+    if (account !== null && !backend.accounts.has(account)) return unknownAccount(res, account, backend.accounts);
+    if (backend.hub.size >= limits.maxEventClients) {
+      return fail(res, 'overloaded', `too many event streams open (at most ${limits.maxEventClients}): try again shortly`, { connection: 'close' });
+    }
+    backend.hub.subscribe(req, res, account);
+  };
+
+  const perAccount: Array<[Route['method'], string, AccountHandler]> = [
+    ['GET', '/token', getToken],
+    ['GET', '/state', getState],
+    ['POST', '/refresh-tokens', refresh],
+    ['POST', '/set-tokens', setTokens],
+  ];
   return [
-    { method: 'GET', path: '/token', handler: getToken },
-    { method: 'GET', path: '/state', handler: (_req, res) => sendJson(res, 200, stateBody(backend.snapshot(), Date.now(), backend.owner)) },
-    { method: 'POST', path: '/refresh-tokens', handler: refresh },
-    { method: 'POST', path: '/set-tokens', handler: setTokens },
+    ...perAccount.map(([method, path, handler]): Route => ({ method, path, handler: onDefault(handler) })),
     { method: 'GET', path: '/healthz', handler: (_req, res) => sendJson(res, 200, { status: 'serving' }) },
-    {
-      method: 'GET',
-      path: '/readyz',
-      handler: (_req, res) => {
-        const s = backend.snapshot();
-        const now = Date.now();
-        if (!usable(s, now)) return fail(res, 'not_ready', `${s.status}: ${s.reason ?? 'no usable access token'}`);
-        if (!s.persist.ok) return fail(res, 'not_ready', `state file cannot be written: ${s.persist.lastError ?? 'unknown error'}`);
-        if (!s.lockHeld) return fail(res, 'not_ready', 'the state-file lock is not held');
-        sendJson(res, 200, { status: s.status, ready: true });
-      },
-    },
+    { method: 'GET', path: '/readyz', handler: readyz },
     {
       method: 'GET',
       path: '/metrics',
@@ -160,15 +312,8 @@ export function routes(backend: Backend, limits: RouteLimits): Route[] {
         res.end(text);
       },
     },
-    {
-      method: 'GET',
-      path: '/events',
-      handler: (req, res) => {
-        if (backend.hub.size >= limits.maxEventClients) {
-          return fail(res, 'overloaded', `too many event streams open (at most ${limits.maxEventClients}): try again shortly`, { connection: 'close' });
-        }
-        backend.hub.subscribe(req, res);
-      },
-    },
+    { method: 'GET', path: '/events', handler: events },
+    { method: 'GET', path: '/accounts', handler: listAccounts },
+    ...perAccount.map(([method, path, handler]): Route => ({ method, path: `${ACCOUNT_ROUTE}${path}`, handler: onNamed(handler) })),
   ];
 }

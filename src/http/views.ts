@@ -1,5 +1,5 @@
 /** Snapshot → wire JSON. OAuth names on the wire; the refresh token itself never leaves the owner. */
-import type { Snapshot } from '../shared/contract.js';
+import type { DaemonStatus, Snapshot } from '../shared/contract.js';
 
 const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined || !Number.isFinite(ms) ? null : new Date(ms).toISOString());
 
@@ -27,14 +27,19 @@ export function usable(s: Snapshot, nowMs: number): boolean {
   return s.token !== null && (s.status === 'ok' || s.status === 'expired') && (s.token.expiresAtMs === null || s.token.expiresAtMs > nowMs);
 }
 
-export function stateBody(s: Snapshot, nowMs: number, owner: { pid: number; listen: string | null }): Record<string, unknown> {
+/** Why an account is not ready (GET /readyz), or null when it is: a usable token, a writable state file, the lock held. */
+export function notReadyReason(s: Snapshot, nowMs: number): string | null {
+  if (!usable(s, nowMs)) return `${s.status}: ${s.reason ?? 'no usable access token'}`;
+  if (!s.persist.ok) return `state file cannot be written: ${s.persist.lastError ?? 'unknown error'}`;
+  if (!s.lockHeld) return 'the state-file lock is not held';
+  return null;
+}
+
+/** Everything GET /state says of an account beyond its token and the daemon's owner. */
+function accountFields(s: Snapshot, nowMs: number) {
   const t = s.token;
   const next = s.refresh.nextAtMs;
   return {
-    status: s.status,
-    reason: s.reason,
-    ready: s.status === 'ok' && s.persist.ok && s.lockHeld,
-    ...tokenBody(s, nowMs),
     scope: t?.scope ?? null,
     obtained_at: iso(t?.obtainedAtMs),
     access_token_fingerprint: t?.fingerprint ?? null,
@@ -54,6 +59,36 @@ export function stateBody(s: Snapshot, nowMs: number, owner: { pid: number; list
       consecutive_failures: s.refresh.consecutiveFailures,
     },
     persist: { ok: s.persist.ok, last_error: s.persist.lastError, last_write_at: iso(s.persist.lastWriteAtMs) },
-    owner,
   };
+}
+
+const isReady = (s: Snapshot): boolean => s.status === 'ok' && s.persist.ok && s.lockHeld;
+
+export function stateBody(s: Snapshot, nowMs: number, owner: { pid: number; listen: string | null }): Record<string, unknown> {
+  return { status: s.status, reason: s.reason, ready: isReady(s), ...tokenBody(s, nowMs), ...accountFields(s, nowMs), owner };
+}
+
+/** One account in GET /accounts: what GET /state says of it, without the access token (a listing hands out no tokens). */
+export function accountBody(name: string, isDefault: boolean, s: Snapshot, nowMs: number): Record<string, unknown> {
+  const t = tokenBody(s, nowMs);
+  return {
+    name,
+    default: isDefault,
+    status: s.status,
+    reason: s.reason,
+    ready: isReady(s),
+    expires_at: t?.expires_at ?? null,
+    expires_in: t?.expires_in ?? null,
+    ...accountFields(s, nowMs),
+  };
+}
+
+/**
+ * The daemon's status over all its accounts: `ok` when every account is ok,
+ * else the status of the first (in configuration order) that is not. With one
+ * account it is that account's status.
+ */
+export function overallStatus(statuses: Iterable<DaemonStatus>): DaemonStatus {
+  for (const status of statuses) if (status !== 'ok') return status;
+  return 'ok';
 }

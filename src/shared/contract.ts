@@ -60,7 +60,9 @@ export type DaemonStatus =
   /** The provider refused the refresh token: only a new login helps. */
   | 'reauthorization_required'
   /** The state-file lock was lost: refreshing stopped. */
-  | 'lock_lost';
+  | 'lock_lost'
+  /** The account could not start (its state file is corrupt or unreadable): `reason` says why; the others serve. */
+  | 'failed';
 
 export interface TokenView {
   readonly accessToken: string;

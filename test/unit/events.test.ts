@@ -26,8 +26,8 @@ const snapshot = (n: number): Snapshot =>
 describe('event stream', () => {
   it('a client that never reads is dropped once its backlog passes the bound, not kept in memory', async () => {
     let current = snapshot(0);
-    const hub = new EventHub(() => current);
-    const server = createServer((req, res) => hub.subscribe(req, res)).listen(0, '127.0.0.1');
+    const hub = new EventHub(() => [{ name: 'default', snapshot: () => current }]);
+    const server = createServer((req, res) => hub.subscribe(req, res, null)).listen(0, '127.0.0.1');
     await once(server, 'listening');
     const client = connect((server.address() as { port: number }).port, '127.0.0.1', () => {
       client.write('GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n');
@@ -39,7 +39,7 @@ describe('event stream', () => {
       // 32 MB: more than the loopback socket buffers of both ends can hold.
       while (hub.size > 0 && published < 4_000) {
         const next = snapshot(++published);
-        hub.publish(next, current);
+        hub.publish('default', next, current);
         current = next;
         if (published % 50 === 0) await new Promise((r) => setImmediate(r));
       }

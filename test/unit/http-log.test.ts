@@ -6,6 +6,7 @@ import type { Snapshot } from '../../src/shared/contract.ts';
 import { TokendError } from '../../src/shared/errors.ts';
 import { createHttpServer } from '../../src/http/app.ts';
 import { EventHub } from '../../src/http/events.ts';
+import type { AccountBackend } from '../../src/http/routes.ts';
 import type { Log } from '../../src/shared/log.ts';
 import { Metrics } from '../../src/daemon/metrics.ts';
 
@@ -30,6 +31,14 @@ const snapshot = {
   },
 } as unknown as Snapshot;
 
+const account: AccountBackend = {
+  name: 'default',
+  snapshot: () => snapshot,
+  ensureFresh: () => Promise.resolve({ ok: true, value: snapshot }),
+  refresh: () => Promise.resolve({ ok: false, error: { code: 'upstream_error', message: 'the provider is down' } }),
+  setTokens: () => Promise.resolve({ ok: true, value: snapshot }),
+};
+
 type Line = { level: keyof Log; fields: Record<string, unknown> | undefined; msg: string | undefined };
 
 describe('request logging', () => {
@@ -53,13 +62,11 @@ describe('request logging', () => {
     isDraining: () => false,
     starting: () => null,
     backend: {
-      snapshot: () => snapshot,
-      ensureFresh: () => Promise.resolve({ ok: true, value: snapshot }),
-      refresh: () => Promise.resolve({ ok: false, error: { code: 'upstream_error', message: 'the provider is down' } }),
-      setTokens: () => Promise.resolve({ ok: true, value: snapshot }),
+      accounts: new Map([['default', account]]),
+      defaultAccount: 'default',
       owner: { pid: process.pid, listen: null },
       metricsText: () => metricsText(),
-      hub: new EventHub(() => snapshot),
+      hub: new EventHub(() => [account]),
     },
   });
   let base = '';
@@ -118,7 +125,7 @@ describe('request logging', () => {
   it('a 5xx from a route is logged at error, as before; a code without a status of its own is answered 500', async () => {
     for (const [code, status] of [
       ['persist_failed', 503],
-      ['state_corrupt', 500],
+      ['state_locked', 500],
     ] as const) {
       metricsText = () => Promise.reject(new TokendError(code, 'the disk is gone'));
       const got = await ask('/metrics');

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Snapshot } from '../../src/shared/contract.ts';
 import { createHttpServer } from '../../src/http/app.ts';
 import { EventHub } from '../../src/http/events.ts';
+import type { AccountBackend } from '../../src/http/routes.ts';
 import type { Log } from '../../src/shared/log.ts';
 import { Metrics } from '../../src/daemon/metrics.ts';
 
@@ -27,6 +28,14 @@ const snapshot = {
   },
 } as unknown as Snapshot;
 
+const account: AccountBackend = {
+  name: 'default',
+  snapshot: () => snapshot,
+  ensureFresh: () => Promise.resolve({ ok: true, value: snapshot }),
+  refresh: () => Promise.resolve({ ok: true, value: snapshot }),
+  setTokens: () => Promise.resolve({ ok: true, value: snapshot }),
+};
+
 describe('routing', () => {
   const quiet = (): void => undefined;
   const log: Log = { error: quiet, warn: quiet, info: quiet, debug: quiet };
@@ -46,13 +55,11 @@ describe('routing', () => {
     isDraining: () => false,
     starting: () => (started ? null : starting),
     backend: {
-      snapshot: () => snapshot,
-      ensureFresh: () => Promise.resolve({ ok: true, value: snapshot }),
-      refresh: () => Promise.resolve({ ok: true, value: snapshot }),
-      setTokens: () => Promise.resolve({ ok: true, value: snapshot }),
+      accounts: new Map([['default', account]]),
+      defaultAccount: 'default',
       owner: { pid: process.pid, listen: null },
       metricsText: () => Promise.resolve(''),
-      hub: new EventHub(() => snapshot),
+      hub: new EventHub(() => [account]),
     },
   });
   let base = '';
