@@ -86,6 +86,7 @@ export interface TokendClientOptions {
   readonly apiKey?: string;
   /** State file whose owner record locates the daemon. Default: `TOKEND_STATE_FILE`, then the default path. */
   readonly stateFile?: string;
+  readonly account?: string;
   /** A cached token is fetched again this long before it expires. Default 30 s. */
   readonly refreshMarginMs?: number;
   /** Per-request deadline. Default 30 s (a refresh may be in flight). */

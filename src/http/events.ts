@@ -68,7 +68,7 @@ export class EventHub {
   }
 
   /** Called with every snapshot; sends only when the token or the status changed. */
-  publish(next: Snapshot, previous: Snapshot | null): void {
+  publish(_account: string, next: Snapshot, previous: Snapshot | null): void {
     if (this.#clients.size === 0 || (previous && EventHub.idOf(previous) === EventHub.idOf(next))) return;
     this.#send(EventHub.frame(next, Date.now()));
   }

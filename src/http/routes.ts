@@ -15,14 +15,36 @@ import type { EventHub } from './events.js';
 import { fail, sendError, sendJson } from './reply.js';
 import { stateBody, tokenBody, usable } from './views.js';
 
-export interface Backend {
-  snapshot(): Snapshot;
+export interface AccountBackend {
+  readonly name: string;
+  snapshot(): Snapshot; // a failed account: a Snapshot with status 'failed' and the reason
   ensureFresh(): Promise<Result<Snapshot>>;
   refresh(trigger: RefreshTrigger): Promise<Result<Snapshot>>;
   setTokens(input: SetTokensInput): Promise<Result<Snapshot>>;
+}
+export interface Backend {
+  readonly accounts: ReadonlyMap<string, AccountBackend>; // config order
+  readonly defaultAccount: string;
   readonly owner: { readonly pid: number; listen: string | null };
   metricsText(): Promise<string>;
   readonly hub: EventHub;
+}
+
+/** Until the routes take accounts: the unprefixed routes on the default account, looked up per call (a reload may change it). */
+function defaultAccountOf(all: Backend): AccountBackend & Pick<Backend, 'owner' | 'metricsText' | 'hub'> {
+  const current = (): AccountBackend => all.accounts.get(all.defaultAccount)!;
+  return {
+    get name() {
+      return all.defaultAccount;
+    },
+    snapshot: () => current().snapshot(),
+    ensureFresh: () => current().ensureFresh(),
+    refresh: (trigger) => current().refresh(trigger),
+    setTokens: (input) => current().setTokens(input),
+    owner: all.owner,
+    metricsText: () => all.metricsText(),
+    hub: all.hub,
+  };
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
@@ -83,7 +105,8 @@ export interface RouteLimits {
   readonly maxEventClients: number;
 }
 
-export function routes(backend: Backend, limits: RouteLimits): Route[] {
+export function routes(all: Backend, limits: RouteLimits): Route[] {
+  const backend = defaultAccountOf(all);
   // Synchronous on the hot path: no promise, no microtask, no cross-thread hop.
   const getToken: Handler = (_req, res) => {
     const s = backend.snapshot();

@@ -60,7 +60,9 @@ export type DaemonStatus =
   /** The provider refused the refresh token: only a new login helps. */
   | 'reauthorization_required'
   /** The state-file lock was lost: refreshing stopped. */
-  | 'lock_lost';
+  | 'lock_lost'
+  /** The account's owner could not start (a corrupt or unreadable state file, …): its file is left as it was; `reason` says why. */
+  | 'failed';
 
 export interface TokenView {
   readonly accessToken: string;

@@ -39,7 +39,7 @@ describe('event stream', () => {
       // 32 MB: more than the loopback socket buffers of both ends can hold.
       while (hub.size > 0 && published < 4_000) {
         const next = snapshot(++published);
-        hub.publish(next, current);
+        hub.publish('default', next, current);
         current = next;
         if (published % 50 === 0) await new Promise((r) => setImmediate(r));
       }

@@ -53,10 +53,19 @@ describe('request logging', () => {
     isDraining: () => false,
     starting: () => null,
     backend: {
-      snapshot: () => snapshot,
-      ensureFresh: () => Promise.resolve({ ok: true, value: snapshot }),
-      refresh: () => Promise.resolve({ ok: false, error: { code: 'upstream_error', message: 'the provider is down' } }),
-      setTokens: () => Promise.resolve({ ok: true, value: snapshot }),
+      accounts: new Map([
+        [
+          'default',
+          {
+            name: 'default',
+            snapshot: () => snapshot,
+            ensureFresh: () => Promise.resolve({ ok: true, value: snapshot }),
+            refresh: () => Promise.resolve({ ok: false, error: { code: 'upstream_error', message: 'the provider is down' } }),
+            setTokens: () => Promise.resolve({ ok: true, value: snapshot }),
+          },
+        ],
+      ]),
+      defaultAccount: 'default',
       owner: { pid: process.pid, listen: null },
       metricsText: () => metricsText(),
       hub: new EventHub(() => snapshot),

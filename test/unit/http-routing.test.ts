@@ -46,10 +46,19 @@ describe('routing', () => {
     isDraining: () => false,
     starting: () => (started ? null : starting),
     backend: {
-      snapshot: () => snapshot,
-      ensureFresh: () => Promise.resolve({ ok: true, value: snapshot }),
-      refresh: () => Promise.resolve({ ok: true, value: snapshot }),
-      setTokens: () => Promise.resolve({ ok: true, value: snapshot }),
+      accounts: new Map([
+        [
+          'default',
+          {
+            name: 'default',
+            snapshot: () => snapshot,
+            ensureFresh: () => Promise.resolve({ ok: true, value: snapshot }),
+            refresh: () => Promise.resolve({ ok: true, value: snapshot }),
+            setTokens: () => Promise.resolve({ ok: true, value: snapshot }),
+          },
+        ],
+      ]),
+      defaultAccount: 'default',
       owner: { pid: process.pid, listen: null },
       metricsText: () => Promise.resolve(''),
       hub: new EventHub(() => snapshot),
