@@ -16,11 +16,11 @@ export function runSecretCommand(argv: Argv, timeoutMs = SECRET_COMMAND_TIMEOUT_
   return new Promise((resolve) => {
     execFile(file, args, { timeout: timeoutMs, maxBuffer: 64 * 1024, encoding: 'utf8' }, (err, stdout) => {
       if (err) {
-        const code = (err as NodeJS.ErrnoException & { code?: unknown }).code;
+        const code: unknown = (err as { code?: unknown }).code;
         const why = err.killed
           ? `did not finish within ${timeoutMs / 1000} s`
           : typeof code === 'number'
-            ? `exited with code ${code}`
+            ? `exited with code ${String(code)}`
             : `could not run (${typeof code === 'string' ? code : 'error'})`;
         return resolve({ problem: `client_secret_command ${file} ${why}` });
       }

@@ -223,7 +223,9 @@ export class Accounts {
   closeAll(timeoutMs: number): Promise<{ readonly account: string; readonly result: Result<null> }[]> {
     this.#stopping = true;
     return Promise.all(
-      [...this.#slots.values()].flatMap((s) => (s.kind === 'running' ? [this.#close(s, timeoutMs).then((result) => ({ account: s.config.name, result }))] : [])),
+      [...this.#slots.values()].flatMap((s) =>
+        s.kind === 'running' ? [this.#close(s, timeoutMs).then((result) => ({ account: s.config.name, result }))] : [],
+      ),
     );
   }
 
@@ -257,7 +259,7 @@ export class Accounts {
     });
     const added = configs.filter((c) => !this.#slots.has(c.name));
     const stopping = [...removed, ...changed.map((c) => this.#slots.get(c.name)!)];
-    const closed = await Promise.all(stopping.map((s) => (s.kind === 'running' ? this.#close(s, closeTimeoutMs) : null)));
+    const closed = await Promise.all(stopping.map((s) => (s.kind === 'running' ? this.#close(s, closeTimeoutMs) : Promise.resolve(null))));
     const failed: { account: string; error: ErrorData }[] = [];
     closed.forEach((r, i) => r && !r.ok && failed.push({ account: stopping[i]!.config.name, error: r.error }));
     for (const s of removed) {

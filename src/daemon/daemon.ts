@@ -230,7 +230,8 @@ class Daemon implements RunningDaemon {
     }
     for (const name of accounts.names) {
       const slot = accounts.slot(name)!;
-      if (slot.kind === 'failed') log.error({ account: name, code: slot.error.code, stateFile: slot.config.stateFile }, `account ${name} failed: ${slot.error.message}`);
+      if (slot.kind === 'failed')
+        log.error({ account: name, code: slot.error.code, stateFile: slot.config.stateFile }, `account ${name} failed: ${slot.error.message}`);
     }
     const statuses = Object.fromEntries(accounts.names.map((n) => [n, accounts.backends.get(n)!.snapshot().status]));
     log.info({ listen, configFile: this.#config.configFile, defaultAccount: this.#config.defaultAccount, accounts: statuses }, 'tokend serving');
@@ -344,7 +345,8 @@ class Daemon implements RunningDaemon {
       return { ok: false, problems: err.problems };
     }
     for (const key of restartOnlyKeys) {
-      if (JSON.stringify(next[key]) !== JSON.stringify(this.#config[key])) log.warn({ setting: key }, 'changed in the config file: takes effect at the next start');
+      if (JSON.stringify(next[key]) !== JSON.stringify(this.#config[key]))
+        log.warn({ setting: key }, 'changed in the config file: takes effect at the next start');
     }
     const waitMs = closeWaitMs(this.#config);
     const summary = await this.#accounts!.reload(next.accounts, waitMs);

@@ -82,7 +82,11 @@ function accounts(): { accounts: Accounts; published: Array<{ account: string; s
 }
 
 const status = (a: Accounts, name: string): string => a.backends.get(name)!.snapshot().status;
-const tokens = (pair: { access_token: string; refresh_token: string }) => ({ accessToken: pair.access_token, refreshToken: pair.refresh_token, expiresInSec: 3600 });
+const tokens = (pair: { access_token: string; refresh_token: string }) => ({
+  accessToken: pair.access_token,
+  refreshToken: pair.refresh_token,
+  expiresInSec: 3600,
+});
 
 describe('accounts on one owner thread', () => {
   const one = new MonzoStub();
@@ -208,7 +212,10 @@ describe('accounts on one owner thread', () => {
 describe('whether the daemon starts', () => {
   const config = account('x', new MonzoStub());
   const ok = (name: string): Started => ({ config: { ...config, name }, result: { ok: true, value: null as never } });
-  const failed = (name: string, code: ErrorData['code'], message: string): Started => ({ config: { ...config, name }, result: { ok: false, error: { code, message } } });
+  const failed = (name: string, code: ErrorData['code'], message: string): Started => ({
+    config: { ...config, name },
+    result: { ok: false, error: { code, message } },
+  });
 
   it('a state file locked by another daemon stops the whole start (exit 75), naming the account', () => {
     const verdict = startVerdict([ok('a'), failed('b', 'state_locked', 'state file /s/b.json is owned by pid 7'), failed('c', 'state_corrupt', 'bad')], true);

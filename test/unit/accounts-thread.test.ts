@@ -61,61 +61,65 @@ after(async () => {
   await stub.close();
 });
 
-it('when the owner thread dies, every account attaches to the new one and reloads from its own file', { skip: !built && 'run `npm run build` first' }, async () => {
-  const pool = new Piscina({
-    filename: WORKER,
-    minThreads: 1,
-    maxThreads: 1,
-    idleTimeout: Number.POSITIVE_INFINITY,
-    atomics: 'disabled',
-    env: { ...process.env, TOKEND_TEST_HOOKS: '1', TOKEND_TEST_CRASH_OWNER: crashFile },
-  });
-  pool.on('error', () => undefined);
-  thread = { pool, onError: () => undefined };
-  const restarts: number[] = [];
-  let restarted: () => void = () => undefined;
-  const accounts = new Accounts({
-    thread,
-    settings: { upstreamTimeoutMs: 2_000, wakeIntervalMs: 1_000, moveCorruptAside: false, logLevel: 'warn' },
-    logging: Promise.resolve(log),
-    namedLogs: true,
-    events: {
-      onSnapshot: () => undefined,
-      onEvent: () => undefined,
-      onRestart: (threadId) => {
-        restarts.push(threadId);
-        restarted();
+it(
+  'when the owner thread dies, every account attaches to the new one and reloads from its own file',
+  { skip: !built && 'run `npm run build` first' },
+  async () => {
+    const pool = new Piscina({
+      filename: WORKER,
+      minThreads: 1,
+      maxThreads: 1,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      atomics: 'disabled',
+      env: { ...process.env, TOKEND_TEST_HOOKS: '1', TOKEND_TEST_CRASH_OWNER: crashFile },
+    });
+    pool.on('error', () => undefined);
+    thread = { pool, onError: () => undefined };
+    const restarts: number[] = [];
+    let restarted: () => void = () => undefined;
+    const accounts = new Accounts({
+      thread,
+      settings: { upstreamTimeoutMs: 2_000, wakeIntervalMs: 1_000, moveCorruptAside: false, logLevel: 'warn' },
+      logging: Promise.resolve(log),
+      namedLogs: true,
+      events: {
+        onSnapshot: () => undefined,
+        onEvent: () => undefined,
+        onRestart: (threadId) => {
+          restarts.push(threadId);
+          restarted();
+        },
+        onFatal: (e) => assert.fail(`unexpected fatal: ${e.message}`),
       },
-      onFatal: (e) => assert.fail(`unexpected fatal: ${e.message}`),
-    },
-  });
-  const started = await accounts.startAll([account('one', stub), account('two', stub)]);
-  assert.ok(started.every((s) => s.result.ok));
-  const set = async (name: string, access: string): Promise<void> => {
-    const r = await accounts.backends.get(name)!.setTokens({ accessToken: access, refreshToken: `ref_${access}`, expiresInSec: 3600 });
-    assert.ok(r.ok, r.ok ? '' : r.error.message);
-  };
-  await set('one', 'acc_one');
-  await set('two', 'acc_two');
+    });
+    const started = await accounts.startAll([account('one', stub), account('two', stub)]);
+    assert.ok(started.every((s) => s.result.ok));
+    const set = async (name: string, access: string): Promise<void> => {
+      const r = await accounts.backends.get(name)!.setTokens({ accessToken: access, refreshToken: `ref_${access}`, expiresInSec: 3600 });
+      assert.ok(r.ok, r.ok ? '' : r.error.message);
+    };
+    await set('one', 'acc_one');
+    await set('two', 'acc_two');
 
-  const bothHeard = new Promise<void>((resolve) => (restarted = () => restarts.length === 2 && resolve()));
-  writeFileSync(crashFile, 'throw');
-  await bothHeard;
-  assert.equal(restarts[0], restarts[1], 'one death, heard by each account');
+    const bothHeard = new Promise<void>((resolve) => (restarted = () => restarts.length === 2 && resolve()));
+    writeFileSync(crashFile, 'throw');
+    await bothHeard;
+    assert.equal(restarts[0], restarts[1], 'one death, heard by each account');
 
-  // Each account is attached again once a call reaches its new owner.
-  const deadline = Date.now() + 20_000;
-  for (const name of ['one', 'two']) {
-    for (;;) {
-      const r = await accounts.backends.get(name)!.ensureFresh();
-      if (r.ok) break;
-      assert.ok(Date.now() < deadline, `account ${name} did not come back: ${r.error.message}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    // Each account is attached again once a call reaches its new owner.
+    const deadline = Date.now() + 20_000;
+    for (const name of ['one', 'two']) {
+      for (;;) {
+        const r = await accounts.backends.get(name)!.ensureFresh();
+        if (r.ok) break;
+        assert.ok(Date.now() < deadline, `account ${name} did not come back: ${r.error.message}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
     }
-  }
-  assert.equal(accounts.backends.get('one')!.snapshot().token?.accessToken, 'acc_one');
-  assert.equal(accounts.backends.get('two')!.snapshot().token?.accessToken, 'acc_two');
-  assert.equal(accounts.backends.get('one')!.snapshot().lockHeld, true);
-  await accounts.closeAll(1_000);
-  assert.ok(!existsSync(join(dir, 'one.json.lock')) && !existsSync(join(dir, 'two.json.lock')));
-});
+    assert.equal(accounts.backends.get('one')!.snapshot().token?.accessToken, 'acc_one');
+    assert.equal(accounts.backends.get('two')!.snapshot().token?.accessToken, 'acc_two');
+    assert.equal(accounts.backends.get('one')!.snapshot().lockHeld, true);
+    await accounts.closeAll(1_000);
+    assert.ok(!existsSync(join(dir, 'one.json.lock')) && !existsSync(join(dir, 'two.json.lock')));
+  },
+);
