@@ -63,11 +63,11 @@ function account(name: string, stub: MonzoStub, file = stateFile(), clientId = s
 }
 
 const open: Accounts[] = [];
-function accounts(): { accounts: Accounts; published: Array<{ account: string; status: string }> } {
+function accounts(upstreamTimeoutMs = 2_000): { accounts: Accounts; published: Array<{ account: string; status: string }> } {
   const published: Array<{ account: string; status: string }> = [];
   const a = new Accounts({
     thread,
-    settings: { upstreamTimeoutMs: 2_000, wakeIntervalMs: 1_000, moveCorruptAside: false, logLevel: 'warn' },
+    settings: { upstreamTimeoutMs, wakeIntervalMs: 1_000, moveCorruptAside: false, logLevel: 'warn' },
     logging: Promise.resolve(log),
     namedLogs: true,
     events: {
@@ -154,7 +154,8 @@ describe('accounts on one owner thread', () => {
   it("one account's refused login and another's hung provider never delay or stop a third's refresh", async () => {
     const three = await new MonzoStub().start();
     try {
-      const { accounts: a } = accounts();
+      // The hung request outlives the test: the stop abandons it.
+      const { accounts: a } = accounts(60_000);
       await a.startAll([account('refused', one), account('hung', two), account('fine', three)]);
       const backend = (name: string) => a.backends.get(name)!;
       assert.ok((await backend('refused').setTokens({ accessToken: 'acc_old', refreshToken: 'ref_never_issued', expiresInSec: 3600 })).ok);
@@ -163,6 +164,7 @@ describe('accounts on one owner thread', () => {
       two.faults.push({ kind: 'hang' });
       const hung = backend('hung').refresh('http');
       await two.nextRequest();
+      assert.equal(backend('hung').snapshot().refresh.inFlight, true);
       const refused = await backend('refused').refresh('http');
       assert.equal(refused.ok ? null : refused.error.code, 'reauthorization_required');
       const fine = await backend('fine').refresh('http');
@@ -171,7 +173,8 @@ describe('accounts on one owner thread', () => {
       assert.equal(backend('hung').snapshot().refresh.inFlight, true);
       assert.equal(status(a, 'refused'), 'reauthorization_required');
       assert.equal(status(a, 'fine'), 'ok');
-      await hung;
+      await a.closeAll(0);
+      assert.equal((await hung).ok, false, 'the stop abandoned the hung request');
     } finally {
       await three.close();
     }
