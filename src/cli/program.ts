@@ -7,8 +7,9 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { exitCodeOf, isErrorCode, TokendError } from '../shared/errors.js';
 import type { TokendClient } from '../client/index.js';
-import { envNames, type OptionName, type RawOptions } from '../config/config.js';
-import { configOrExit, guardSignals, say, serve, type Runtime } from '../daemon/serve.js';
+import { envNames, type Config, type OptionName, type RawOptions } from '../config/config.js';
+import { configOrExit, daemonConfigOrExit, guardSignals, say, serve, type Runtime } from '../daemon/serve.js';
+import type { LoginAccount } from '../login/deliver.js';
 import { printStatus } from './status.js';
 import { runTokenExec, readSetInput } from './client-commands.js';
 
@@ -49,6 +50,9 @@ const clientOptions: Array<[OptionName, string]> = [
 
 /** `-a/--account NAME`: the account a command acts on (default: the daemon's default account). */
 type AccountOption = { account?: string };
+/** `--config PATH`: the TOML file naming the accounts. */
+type ConfigOption = { config?: string };
+const DEFAULT_CONFIG_HINT = '$XDG_CONFIG_HOME/tokend/config.toml';
 
 function addAccountOption(cmd: Command, help = "the account to act on (default: the daemon's default account)"): Command {
   return cmd.option('-a, --account <name>', help);
@@ -125,7 +129,8 @@ function serveCommand(ctx: CommandContext): Command {
   const cmd = new Command('serve').description('run the daemon (the default command)');
   return addOptions(addOptions(cmd, providerOptions), daemonOptions)
     .option('--move-corrupt-aside', 'move a corrupt state file aside instead of refusing to start')
-    .action(async (opts: RawOptions) => ctx.setExit(await serve(opts, ctx.runtime)));
+    .option('--config <path>', `config file naming the accounts (TOML) [env TOKEND_CONFIG; default ${DEFAULT_CONFIG_HINT} when it exists]`)
+    .action(async (opts: RawOptions & ConfigOption) => ctx.setExit(await serve(opts, ctx.runtime)));
 }
 
 function tokenCommand(ctx: CommandContext): Command {
@@ -186,7 +191,7 @@ function setCommand(ctx: CommandContext): Command {
   return addOptions(addAccountOption(cmd), clientOptions);
 }
 
-type LoginOptions = RawOptions & AccountOption & { browser: boolean; timeout: string; waitApproval: boolean };
+type LoginOptions = RawOptions & AccountOption & ConfigOption & { browser: boolean; timeout: string; waitApproval: boolean };
 
 function loginCommand(ctx: CommandContext): Command {
   const cmd = new Command('login')
@@ -194,6 +199,7 @@ function loginCommand(ctx: CommandContext): Command {
     .option('--no-browser', 'only print the URL; do not open a browser')
     .option('--timeout <seconds>', 'how long to wait for the callback', '300')
     .option('--no-wait-approval', 'Monzo: do not wait for the approval in the app')
+    .option('--config <path>', `config file naming the accounts (TOML) [env TOKEND_CONFIG; default ${DEFAULT_CONFIG_HINT} when it exists]`)
     .action(async (opts: LoginOptions) => ctx.setExit(await login(opts)));
   return addOptions(addOptions(addAccountOption(cmd, 'the account to log in (default: the default account)'), providerOptions), [
     ...daemonOptions.filter(([n]) => n === 'stateFile' || n === 'listen' || n === 'apiKey'),
@@ -201,8 +207,8 @@ function loginCommand(ctx: CommandContext): Command {
 }
 
 async function login(opts: LoginOptions): Promise<number> {
-  const config = configOrExit(opts, true);
-  if (!config) return 2;
+  const to = await loginTarget(opts);
+  if (to === null) return 2;
   const timeout = Number(opts.timeout);
   if (!Number.isInteger(timeout) || timeout <= 0) {
     say('--timeout must be a positive whole number of seconds');
@@ -210,18 +216,33 @@ async function login(opts: LoginOptions): Promise<number> {
   }
   try {
     const { runLogin } = await import('../login/command.js');
-    const loginOptions = {
+    return await runLogin(to, {
       browser: opts.browser,
       timeoutMs: timeout * 1000,
       waitForApproval: opts.waitApproval,
       listen: opts.listen ?? process.env['TOKEND_LISTEN'] ?? null,
-      // The account whose configuration the login uses and to which its tokens are delivered; null: the default account.
-      account: opts.account ?? null,
-    };
-    return await runLogin(config, loginOptions);
+    });
   } catch (err) {
     return await clientFailure(err);
   }
+}
+
+/**
+ * The account a login is for: with no config file and no `--account`, the
+ * environment's one account, exactly as before accounts; otherwise the named
+ * (or default) account of the daemon's configuration. Null when it cannot be
+ * had: every problem said.
+ */
+async function loginTarget(opts: LoginOptions): Promise<Config | LoginAccount | null> {
+  const { configFilePath } = await import('../config/config-file.js');
+  if (opts.account === undefined && configFilePath(opts, process.env) === null) return configOrExit(opts, true);
+  const config = await daemonConfigOrExit(opts);
+  if (config === null) return null;
+  const name = opts.account ?? config.defaultAccount;
+  const { fileAccount } = await import('../login/deliver.js');
+  const account = fileAccount(config, name);
+  if (account === undefined) say(`no account named "${name}" (the configured accounts: ${config.accounts.map((a) => a.name).join(', ')})`);
+  return account ?? null;
 }
 
 type DevOptions = RawOptions & { fresh?: boolean; dir?: string; providerPort: string; tokenTtl: string };

@@ -1,29 +1,38 @@
-/** What the owner is given, from the configuration: the daemon's owner thread and a login with no daemon both start one with these. */
+/** What an account's owner is given, from its configuration and the daemon's: the daemon's owner thread and a login with no daemon both start one with these. */
 import type { OwnerOptions } from '../shared/contract.js';
-import type { Config } from './config.js';
+import type { AccountConfig, DaemonConfig } from './accounts.js';
 
-export function ownerOptions(config: Config, instance: string): OwnerOptions {
-  const p = config.provider;
+/** The daemon-wide settings an owner needs (a `Config` and a `DaemonConfig` both have them). */
+export type OwnerSettings = Pick<DaemonConfig, 'upstreamTimeoutMs' | 'wakeIntervalMs' | 'moveCorruptAside' | 'logLevel'>;
+
+/** `clientSecret`: the account's secret when it comes from a command run at start; otherwise the one read at load. */
+export function ownerOptions(
+  account: Pick<AccountConfig, 'provider' | 'stateFile'>,
+  settings: OwnerSettings,
+  instance: string,
+  clientSecret: string | null = account.provider.clientSecret,
+): OwnerOptions {
+  const p = account.provider;
   return {
-    stateFile: config.stateFile,
+    stateFile: account.stateFile,
     provider: {
       name: p.name,
       tokenUrl: p.tokenUrl ?? '',
       issuer: p.issuer,
       clientId: p.clientId ?? '',
-      clientSecret: p.clientSecret,
+      clientSecret,
       authMethod: p.authMethod,
     },
     timeouts: {
-      connectMs: Math.min(5_000, config.upstreamTimeoutMs),
-      headersMs: config.upstreamTimeoutMs,
-      bodyMs: config.upstreamTimeoutMs,
-      totalMs: config.upstreamTimeoutMs,
+      connectMs: Math.min(5_000, settings.upstreamTimeoutMs),
+      headersMs: settings.upstreamTimeoutMs,
+      bodyMs: settings.upstreamTimeoutMs,
+      totalMs: settings.upstreamTimeoutMs,
     },
-    wakeIntervalMs: config.wakeIntervalMs,
+    wakeIntervalMs: settings.wakeIntervalMs,
     owner: { pid: process.pid, instance, listen: null },
-    moveCorruptAside: config.moveCorruptAside,
-    logLevel: config.logLevel,
+    moveCorruptAside: settings.moveCorruptAside,
+    logLevel: settings.logLevel,
     scheduleRefresh: true,
   };
 }

@@ -1,15 +1,24 @@
 /**
  * Start and stop, in one place.
  *
- * Start: the owner thread takes the lock and loads the state while the HTTP
- * server already listens (/healthz answers; routes that need the state wait
- * for the owner's answer). Stop is start
- * reversed: refuse new work (503, Connection: close) → close the server →
- * let the refresh in flight settle (bounded) and flush → release the lock →
- * exit. A deliberate second stop request hurries the owner (no more waiting
- * for the provider), never skips writing an answer that has arrived.
+ * Start: the owner thread takes each account's lock and loads its state
+ * while the HTTP server already listens (/healthz answers; routes that need
+ * the state wait until every account has answered). Stop is start reversed:
+ * refuse new work (503, Connection: close) → close the server → let each
+ * account's refresh in flight settle (bounded) and flush → release every
+ * lock → exit. A deliberate second stop request hurries the owners (no more
+ * waiting for the provider), never skips writing an answer that has arrived.
+ *
+ * Accounts: one owner thread runs every account's owner (see
+ * src/owner/thread.ts). An account whose owner does not start (a corrupt or
+ * unreadable state file, a secret command that fails) is served as failed
+ * beside the others — except that a state file held by another live daemon
+ * stops the whole start (exit 75, naming the account), as a second daemon
+ * must never half-share accounts with the first. Configured by the
+ * environment (no config file), the daemon is the single account of before:
+ * any failure of it is the start's failure, with the same words.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { lstatSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { connect } from 'node:net';
@@ -18,28 +27,34 @@ import type { AddressInfo } from 'node:net';
 import type { DaemonStatus, Result, SetTokensInput, Snapshot } from '../shared/contract.js';
 import { exitCodeOf, type ErrorCode, type ErrorData } from '../shared/errors.js';
 import type { EventHub } from '../http/events.js';
-import type { AccountBackend } from '../http/routes.js';
+import type { AccountBackend, Backend } from '../http/routes.js';
 import type { Logger } from '../shared/log.js';
 import { replaceableProblem } from '../shared/fs-safety.js';
-import { formatListen, type Config, type Listen } from '../config/config.js';
-import { ownerOptions } from '../config/owner-options.js';
+import { ConfigError, formatListen, type Listen } from '../config/config.js';
+import type { DaemonConfig } from '../config/accounts.js';
 import { Metrics } from './metrics.js';
 import { trimTakesEffect, trimWhenIdle, type IdleTrimmer } from './idle-trim.js';
 import { deferredLog } from '../shared/deferred-log.js';
-import { OwnerHandle } from './owner-handle.js';
-import type { OwnerThread } from './owner-thread.js';
+import { describeDeath } from './owner-handle.js';
+import { destroyOwnerThread, startOwnerThread, type OwnerThread } from './owner-thread.js';
+import { Accounts, type ReloadSummary, type Started } from './accounts.js';
 
 export interface RunningDaemon {
   readonly address: string;
+  /** The default account's status. */
   status(): DaemonStatus;
   /** Resolves with the exit code once the daemon has stopped. */
   readonly done: Promise<number>;
   stop(reason: string): Promise<number>;
   /** A deliberate second stop request: stop waiting for the provider. */
   hurry(): void;
-  /** Hand the owner new tokens (a login run by this process). */
+  /** Hand the default account's owner new tokens (a login run by this process). */
   setTokens(input: SetTokensInput): Promise<Result<Snapshot>>;
+  /** Read the config file again and bring the accounts to it; an invalid file changes nothing. */
+  reload(): Promise<ReloadOutcome>;
 }
+
+export type ReloadOutcome = ({ readonly ok: true } & ReloadSummary) | { readonly ok: false; readonly problems: readonly string[] };
 
 /** The daemon did not start: `error` says why, and its code the exit code (from the catalogue). */
 export class StartError extends Error {
@@ -52,25 +67,34 @@ export class StartError extends Error {
   }
 }
 
+export interface DaemonSources {
+  /** The config file read again (flags and environment over it), for a reload; null: no file, nothing to reload. */
+  readonly reread: (() => Promise<DaemonConfig>) | null;
+}
+
 /**
  * `logging` is still loading when this is called, and `thread` (when given)
- * is already booting: the owner takes the lock and loads the state on the
+ * is already booting: the owner takes the locks and loads the states on the
  * other core while this thread loads the HTTP side, listens, and then the logger.
  */
-export async function startDaemon(config: Config, logging: Promise<Logger>, thread: OwnerThread | null = null): Promise<RunningDaemon> {
-  const daemon = new Daemon(config, logging);
+export async function startDaemon(
+  config: DaemonConfig,
+  logging: Promise<Logger>,
+  thread: OwnerThread | null = null,
+  sources: DaemonSources = { reread: null },
+): Promise<RunningDaemon> {
+  const daemon = new Daemon(config, logging, sources);
   await daemon.start(thread);
   return daemon;
 }
 
-/** Beyond the owner's own wait: its grace for an abandoned request, flushing and releasing the lock. */
+/** Beyond the owners' own wait: their grace for an abandoned request, flushing and releasing the locks. */
 const CLOSE_GRACE_MS = 10_000;
 /** Beyond everything the stop waits for: whatever else hangs (the thread pool, a socket), the process ends. */
 const HARD_STOP_GRACE_MS = 5_000;
 
 /** What a started daemon holds; the stop undoes it in reverse. */
 interface Serving {
-  readonly owner: OwnerHandle;
   readonly server: Server;
   readonly bound: Bound;
   readonly hub: EventHub;
@@ -84,21 +108,46 @@ type Phase =
   /** New requests get 503 with Connection: close; `stopped` resolves with the exit code. */
   | { readonly name: 'stopping'; readonly parts: Serving; readonly stopped: Promise<number> };
 
+/** Whether the start can go on with these accounts' outcomes: null, or why not. */
+export function startVerdict(started: readonly Started[], fromFile: boolean): ErrorData | null {
+  const failures = started.flatMap((s) => (s.result.ok ? [] : [{ account: s.config.name, error: s.result.error }]));
+  const named = (f: (typeof failures)[number]): ErrorData => (fromFile ? { ...f.error, message: `account ${f.account}: ${f.error.message}` } : f.error);
+  // Another daemon serves this file: sharing some accounts with it would split them between two daemons.
+  const locked = failures.find((f) => f.error.code === 'state_locked');
+  if (locked) return named(locked);
+  // Configured by the environment, the one account is the daemon; with a file, the daemon serves while one account does.
+  if (failures.length > 0 && (!fromFile || failures.length === started.length)) return named(failures[0]!);
+  return null;
+}
+
 class Daemon implements RunningDaemon {
-  readonly #config: Config;
+  #config: DaemonConfig;
   readonly #logging: Promise<Logger>;
-  readonly #metrics = new Metrics();
-  readonly #owner = new OwnerSlot();
+  readonly #sources: DaemonSources;
+  readonly #fromFile: boolean;
+  readonly #metrics: Metrics;
+  #thread: OwnerThread | null = null;
+  #accounts: Accounts | null = null;
+  /** Settles once every account has answered its start: until then requests wait (see app.ts). */
+  readonly #opened = deferred<void>();
+  #open = false;
   /** Where snapshots go once the HTTP side has loaded (until then no one can have subscribed). */
   #hub: EventHub | null = null;
   /** This daemon as GET /state names it: the address is known once it listens. */
   readonly #ownerInfo: { readonly pid: number; listen: string | null } = { pid: process.pid, listen: null };
   readonly #done = deferred<number>();
   #phase: Phase = { name: 'starting' };
+  /** Reloads one at a time, in the order asked. */
+  #reloading: Promise<unknown> = Promise.resolve();
+  /** The last owner thread whose death was counted: every account reports the same death. */
+  #countedDeath = -1;
 
-  constructor(config: Config, logging: Promise<Logger>) {
+  constructor(config: DaemonConfig, logging: Promise<Logger>, sources: DaemonSources) {
     this.#config = config;
     this.#logging = logging;
+    this.#sources = sources;
+    this.#fromFile = config.configFile !== null;
+    this.#metrics = new Metrics(this.#fromFile);
   }
 
   get address(): string {
@@ -110,31 +159,59 @@ class Daemon implements RunningDaemon {
   }
 
   status(): DaemonStatus {
-    return this.#owner.current().snapshot.status;
+    return this.#defaultAccount().snapshot().status;
   }
 
   setTokens(input: SetTokensInput): Promise<Result<Snapshot>> {
-    return this.#owner.current().setTokens(input);
+    return this.#defaultAccount().setTokens(input);
+  }
+
+  #defaultAccount(): AccountBackend {
+    const account = this.#accounts?.backends.get(this.#config.defaultAccount);
+    if (!account || !this.#open) throw new Error('the accounts have not started');
+    return account;
   }
 
   /**
    * The owner thread first (it boots on the other core), then the HTTP side,
-   * which listens while the owner is still starting: the process is alive
-   * (/healthz) before the state is loaded (/readyz, /token).
+   * which listens while the owners are still starting: the process is alive
+   * (/healthz) before the states are loaded (/readyz, /token).
    */
-  async start(thread: OwnerThread | null): Promise<void> {
-    const starting = this.#startOwner(thread);
-    const { server, hub } = await this.#loadHttp();
+  async start(given: OwnerThread | null): Promise<void> {
+    const thread = (this.#thread = given ?? startOwnerThread());
+    const threadLog = deferredLog(this.#logging);
+    thread.onError((err) => threadLog.error({ err: describeDeath(err) }, 'owner thread failed'));
+    const accounts = (this.#accounts = new Accounts({
+      thread,
+      settings: this.#config,
+      logging: this.#logging,
+      namedLogs: this.#fromFile,
+      events: {
+        onSnapshot: (account, snapshot, previous) => {
+          this.#metrics.setSnapshot(account, snapshot);
+          this.#hub?.publish(account, snapshot, previous);
+        },
+        onEvent: (account, event) => this.#metrics.record(account, event),
+        onRestart: (threadId) => {
+          if (threadId !== -1 && threadId === this.#countedDeath) return;
+          this.#countedDeath = threadId;
+          this.#metrics.workerRestarted();
+        },
+        onFatal: (e) => this.#ownerFailed(e),
+      },
+    }));
+    const starting = this.#startAccounts(accounts);
+    const { server, hub } = await this.#loadHttp(accounts);
     const bound = await this.#listen(server, starting);
     const log = await this.#logging;
     log.debug({ listen: bound.address }, 'listening; the owner thread is starting');
-    const owner = await this.#ownerStarted(starting, server, bound);
-    // Requests waiting for the owner go ahead from here.
-    this.#metrics.setSnapshot(owner.snapshot);
-    this.#owner.open(owner);
+    await this.#accountsStarted(starting, server, bound);
+    // Requests waiting for the owners go ahead from here.
+    this.#open = true;
+    this.#opened.resolve();
     this.#ownerInfo.listen = bound.address;
-    await owner.setListen(bound.address);
-    log.info({ listen: bound.address, stateFile: this.#config.stateFile, status: owner.snapshot.status }, 'tokend serving');
+    await accounts.setListen(bound.address);
+    this.#logStarted(log, accounts, bound.address);
     const trimmer = trimTakesEffect
       ? trimWhenIdle({
           requests: () => this.#metrics.requestsServed(),
@@ -142,7 +219,22 @@ class Daemon implements RunningDaemon {
             log.debug({ youngMb: [mb(youngBefore), mb(youngAfter)], rssMb: [mb(rssBefore), mb(rssAfter)] }, 'idle: young generation trimmed'),
         })
       : null;
-    this.#phase = { name: 'serving', parts: { owner, server, bound, hub, log, trimmer } };
+    this.#phase = { name: 'serving', parts: { server, bound, hub, log, trimmer } };
+  }
+
+  #logStarted(log: Logger, accounts: Accounts, listen: string): void {
+    const main = this.#defaultAccount().snapshot();
+    if (!this.#fromFile) {
+      log.info({ listen, stateFile: main.stateFile, status: main.status }, 'tokend serving');
+      return;
+    }
+    for (const name of accounts.names) {
+      const slot = accounts.slot(name)!;
+      if (slot.kind === 'failed')
+        log.error({ account: name, code: slot.error.code, stateFile: slot.config.stateFile }, `account ${name} failed: ${slot.error.message}`);
+    }
+    const statuses = Object.fromEntries(accounts.names.map((n) => [n, accounts.backends.get(n)!.snapshot().status]));
+    log.info({ listen, configFile: this.#config.configFile, defaultAccount: this.#config.defaultAccount, accounts: statuses }, 'tokend serving');
   }
 
   stop(reason: string): Promise<number> {
@@ -150,41 +242,38 @@ class Daemon implements RunningDaemon {
   }
 
   hurry(): void {
-    if (this.#phase.name === 'stopping') void this.#phase.parts.owner.hurry();
+    if (this.#phase.name === 'stopping') this.#accounts?.hurry();
   }
 
-  #startOwner(thread: OwnerThread | null): Promise<Result<OwnerHandle>> {
-    return OwnerHandle.start(
-      ownerOptions(this.#config, randomUUID()),
-      this.#logging,
-      {
-        onSnapshot: (snapshot, previous) => {
-          this.#metrics.setSnapshot(snapshot);
-          this.#hub?.publish('default', snapshot, previous);
-        },
-        onEvent: (event) => this.#metrics.record(event),
-        onRestart: () => this.#metrics.workerRestarted(),
-        onFatal: (e) => this.#ownerFailed(e),
-      },
-      thread,
-    );
+  /** Every account's start; resolves with why the daemon cannot serve (then every owner that started is closed), or null. */
+  async #startAccounts(accounts: Accounts): Promise<ErrorData | null> {
+    const verdict = startVerdict(await accounts.startAll(this.#config.accounts), this.#fromFile);
+    if (verdict) await this.#abandonStart(accounts);
+    return verdict;
   }
 
-  /** The HTTP side, loaded while the owner boots. Until the owner has answered, requests wait for it (/healthz and /readyz answer at once). */
-  async #loadHttp(): Promise<{ readonly server: Server; readonly hub: EventHub }> {
+  /** Close whatever started (flushed, locks released) and end the thread. */
+  async #abandonStart(accounts: Accounts): Promise<void> {
+    await accounts.closeAll(0);
+    if (this.#thread) await destroyOwnerThread(this.#thread);
+  }
+
+  /** The HTTP side, loaded while the owners boot. Until they have answered, requests wait (/healthz and /readyz answer at once). */
+  async #loadHttp(accounts: Accounts): Promise<{ readonly server: Server; readonly hub: EventHub }> {
     const [{ EventHub }, { createHttpServer }] = await Promise.all([import('../http/events.js'), import('../http/app.js')]);
-    const owner = this.#owner;
     const metrics = this.#metrics;
-    // One account, `default`, from the one owner: the HTTP side's Backend holds a map of accounts.
-    const account: AccountBackend = {
-      name: 'default',
-      snapshot: () => owner.current().snapshot,
-      ensureFresh: () => owner.current().ensureFresh(),
-      refresh: (trigger) => owner.current().refresh(trigger),
-      setTokens: (input) => owner.current().setTokens(input),
-    };
-    const hub = (this.#hub = new EventHub(() => [account]));
+    const hub = (this.#hub = new EventHub(() => accounts.backends.values()));
     const config = this.#config;
+    const daemon = { defaultAccount: () => this.#config.defaultAccount };
+    const backend: Backend = {
+      accounts: accounts.backends,
+      get defaultAccount() {
+        return daemon.defaultAccount();
+      },
+      owner: this.#ownerInfo,
+      metricsText: () => metrics.text(),
+      hub,
+    };
     const server = createHttpServer({
       listen: config.listen,
       apiKey: config.apiKey,
@@ -196,47 +285,78 @@ class Daemon implements RunningDaemon {
       log: deferredLog(this.#logging),
       metrics,
       isDraining: () => this.#phase.name === 'stopping',
-      starting: () => owner.starting(),
-      backend: {
-        accounts: new Map([[account.name, account]]),
-        defaultAccount: account.name,
-        owner: this.#ownerInfo,
-        metricsText: () => metrics.text(),
-        hub,
-      },
+      starting: () => (this.#open ? null : this.#opened.promise),
+      backend,
     });
     return { server, hub };
   }
 
-  /** Listen; when that fails, the owner's verdict comes first: "owned by pid N" (exit 75) says more than "address in use". */
-  async #listen(server: Server, starting: Promise<Result<OwnerHandle>>): Promise<Bound> {
+  /** Listen; when that fails, the owners' verdict comes first: "owned by pid N" (exit 75) says more than "address in use". */
+  async #listen(server: Server, starting: Promise<ErrorData | null>): Promise<Bound> {
     try {
       return await listen(server, this.#config.listen);
     } catch (err) {
-      const started = await starting;
-      if (!started.ok) throw new StartError(started.error);
-      await started.value.close(0);
-      await started.value.destroy();
+      const verdict = await starting;
+      if (verdict) throw new StartError(verdict);
+      await this.#abandonStart(this.#accounts!);
       throw listenFailure(this.#config.listen, err);
     }
   }
 
-  /** The started owner; when it did not start, the server closes and the start fails with the owner's reason. */
-  async #ownerStarted(starting: Promise<Result<OwnerHandle>>, server: Server, bound: Bound): Promise<OwnerHandle> {
-    const started = await starting;
-    if (started.ok) return started.value;
-    // Requests waiting for the owner are dropped with their connections: the process exits.
+  /** Once every account has answered; when the daemon cannot serve them, the server closes and the start fails with the reason. */
+  async #accountsStarted(starting: Promise<ErrorData | null>, server: Server, bound: Bound): Promise<void> {
+    const verdict = await starting;
+    if (!verdict) return;
+    // Requests waiting for the owners are dropped with their connections: the process exits.
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
     bound.socket?.remove();
-    throw new StartError(started.error);
+    throw new StartError(verdict);
   }
 
-  /** The owner cannot be kept alive: stop, exit 1. (During the start, the start's own outcome decides.) */
+  /** The owner thread cannot be kept alive: stop, exit 1. (During the start, the start's own outcome decides.) */
   #ownerFailed(e: ErrorData): void {
     if (this.#phase.name === 'starting') return;
     this.#phase.parts.log.fatal({ code: e.code }, e.message);
     void this.#stop('owner thread failed', 1);
+  }
+
+  reload(): Promise<ReloadOutcome> {
+    const next = this.#reloading.then(() => this.#reload());
+    this.#reloading = next.catch(() => undefined);
+    return next;
+  }
+
+  async #reload(): Promise<ReloadOutcome> {
+    if (this.#phase.name !== 'serving') return { ok: false, problems: [`not reloading: the daemon is ${this.#phase.name}`] };
+    const { log } = this.#phase.parts;
+    const reread = this.#sources.reread;
+    if (!reread) {
+      log.warn('reload asked for, but the daemon was configured without a config file: nothing to re-read');
+      return { ok: false, problems: ['no config file: the daemon was configured by the environment'] };
+    }
+    let next: DaemonConfig;
+    try {
+      next = await reread();
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      for (const problem of err.problems) log.error({ configFile: this.#config.configFile }, `config reload refused: ${problem}`);
+      log.warn({ configFile: this.#config.configFile }, 'the configuration in use goes on unchanged');
+      return { ok: false, problems: err.problems };
+    }
+    for (const key of restartOnlyKeys) {
+      if (JSON.stringify(next[key]) !== JSON.stringify(this.#config[key]))
+        log.warn({ setting: key }, 'changed in the config file: takes effect at the next start');
+    }
+    const waitMs = closeWaitMs(this.#config);
+    const summary = await this.#accounts!.reload(next.accounts, waitMs);
+    // The daemon-wide settings stay those it started with; the accounts and the default are the file's.
+    this.#config = Object.freeze({ ...this.#config, accounts: next.accounts, defaultAccount: next.defaultAccount });
+    this.#metrics.setAccounts(this.#accounts!.names);
+    for (const f of summary.failed) log.error({ account: f.account, code: f.error.code }, `account ${f.account} failed: ${f.error.message}`);
+    const { added, removed, restarted } = summary;
+    log.info({ added, removed, restarted, failed: summary.failed.map((f) => f.account), defaultAccount: next.defaultAccount }, 'configuration reloaded');
+    return { ok: true, ...summary };
   }
 
   /** One stop, however many ask: a later request gets the first one's outcome. */
@@ -256,22 +376,22 @@ class Daemon implements RunningDaemon {
     }
   }
 
-  /** Start reversed: no new work, the server closing, the owner settling and flushing, then the socket. */
+  /** Start reversed: no new work, the server closing, the owners settling and flushing, then the socket. */
   async #stopInOrder(parts: Serving, reason: string, exitCode: number): Promise<number> {
-    const { owner, log } = parts;
+    const { log } = parts;
     log.info({ reason }, 'shutting down');
     parts.trimmer?.stop();
     parts.hub.closeAll();
     const closed = closeServer(parts.server, 2_000);
     // A refresh in flight is waited for up to its own deadline at least: a stop request never abandons a
     // provider that may still answer with a rotation. Past that, the owner abandons it and closes.
-    const waitMs = Math.max(this.#config.shutdownTimeoutMs, this.#config.upstreamTimeoutMs + 1_000);
+    const waitMs = closeWaitMs(this.#config);
     const hardStop = this.#hardStopAfter(waitMs + CLOSE_GRACE_MS + HARD_STOP_GRACE_MS, log);
-    const code = (await this.#closeOwner(owner, waitMs, log)) ? exitCode : 1;
+    const code = (await this.#closeAccounts(waitMs, log)) ? exitCode : 1;
     await closed;
     parts.bound.socket?.remove();
     clearTimeout(hardStop);
-    log.info({ version: owner.snapshot.version }, 'stopped');
+    log.info(this.#fromFile ? {} : { version: this.#defaultAccount().snapshot().version }, 'stopped');
     this.#done.resolve(code);
     return code;
   }
@@ -284,16 +404,20 @@ class Daemon implements RunningDaemon {
     }, ms);
   }
 
-  /** Settle, flush and release the lock; false when the owner thread had to be given up. */
-  async #closeOwner(owner: OwnerHandle, waitMs: number, log: Logger): Promise<boolean> {
-    const result = await withDeadline(owner.close(waitMs), waitMs + CLOSE_GRACE_MS);
-    if (result === null) {
+  /** Settle, flush and release every account's lock, all at once; false when the owner thread had to be given up. */
+  async #closeAccounts(waitMs: number, log: Logger): Promise<boolean> {
+    const accounts = this.#accounts!;
+    const results = await withDeadline(accounts.closeAll(waitMs), waitMs + CLOSE_GRACE_MS);
+    if (results === null) {
       // The owner thread is stuck (a hung disk, a busy loop): nothing it holds can be written now.
       log.fatal({ waitedMs: waitMs + CLOSE_GRACE_MS }, 'the owner thread did not close in time: exiting without it');
-      await owner.destroy();
+      accounts.destroyAll();
+      await destroyOwnerThread(this.#thread!);
       return false;
     }
-    if (!result.ok) log.error({ code: result.error.code }, result.error.message);
+    for (const { account, result } of results) {
+      if (!result.ok) log.error({ ...(this.#fromFile ? { account } : {}), code: result.error.code }, result.error.message);
+    }
     return true;
   }
 
@@ -303,28 +427,25 @@ class Daemon implements RunningDaemon {
   }
 }
 
-/**
- * The owner once it has started. Until then requests wait on `starting()`
- * (/healthz and /readyz answer at once), so nothing asks for `current()` before.
- */
-class OwnerSlot {
-  #owner: OwnerHandle | null = null;
-  readonly #opened = deferred<void>();
+/** Daemon-wide settings a reload cannot change in a running daemon (its listener, its owners' limits). */
+const restartOnlyKeys = [
+  'listen',
+  'apiKey',
+  'logLevel',
+  'allowedOrigins',
+  'allowedHosts',
+  'allowedUids',
+  'maxConnections',
+  'maxEventClients',
+  'wakeIntervalMs',
+  'upstreamTimeoutMs',
+  'shutdownTimeoutMs',
+  'store',
+] as const satisfies readonly (keyof DaemonConfig)[];
 
-  /** Null once the owner has started; until then, settles when it has. */
-  starting(): Promise<void> | null {
-    return this.#owner ? null : this.#opened.promise;
-  }
-
-  open(owner: OwnerHandle): void {
-    this.#owner = owner;
-    this.#opened.resolve();
-  }
-
-  current(): OwnerHandle {
-    if (!this.#owner) throw new Error('the owner thread has not started');
-    return this.#owner;
-  }
+/** How long a stop (or a reload's restart) waits for a refresh in flight: at least the token request's own deadline. */
+function closeWaitMs(config: DaemonConfig): number {
+  return Math.max(config.shutdownTimeoutMs, config.upstreamTimeoutMs + 1_000);
 }
 
 /** A promise with its resolve at hand (Promise.withResolvers is Node 22). */

@@ -1,9 +1,12 @@
 /**
- * The main thread's side of the owner thread.
+ * The main thread's side of one account's owner, on the owner thread.
  *
- * piscina supervises one long-lived worker; Comlink carries RPC on a
- * dedicated port; snapshots and measurements arrive on a second, plain port,
- * so the HTTP hot path reads the latest snapshot without a cross-thread hop.
+ * piscina supervises one long-lived worker, shared by every account (see
+ * src/owner/thread.ts); each account has its own handle, its own attach and
+ * so its own two ports. Comlink carries RPC on one; snapshots and
+ * measurements arrive on the other, plain port, so the HTTP hot path reads
+ * the latest snapshot without a cross-thread hop. The thread is not the
+ * handle's: the daemon ends it once every account has closed.
  *
  * When the worker dies, calls on the old Comlink proxy never settle: the
  * port's 'close' rejects everything outstanding, then a new worker is
@@ -19,7 +22,7 @@ import type { ErrorData } from '../shared/errors.js';
 import { deferredLog } from '../shared/deferred-log.js';
 import type { Log, Logger } from '../shared/log.js';
 import { releaseOwner, wrapOwner, type OwnerRemote } from '../shared/protocol.js';
-import { startOwnerThread, type OwnerThread } from './owner-thread.js';
+import type { OwnerThread } from './owner-thread.js';
 
 /** How long a new owner thread may take to boot and take its attach task. */
 const ATTACH_DEADLINE_MS = 15_000;
@@ -30,8 +33,11 @@ const MAX_RESTARTS_PER_MINUTE = 5;
 export interface OwnerHandleEvents {
   onSnapshot(snapshot: Snapshot, previous: Snapshot | null): void;
   onEvent(event: OwnerEvent): void;
-  onRestart(): void;
-  /** The owner cannot be kept alive: the daemon must stop. */
+  /** The owner thread `threadId` died and this account is being attached to its successor (each account hears of one death). */
+  onRestart(threadId: number): void;
+  /** The thread was replaced, but this account's owner did not start on it (its state file is now corrupt, locked, …). */
+  onFailed(error: ErrorData): void;
+  /** The owner thread cannot be kept alive: the daemon must stop. */
   onFatal(error: ErrorData): void;
 }
 
@@ -44,13 +50,18 @@ export function describeDeath(err: Error): string {
   return code && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
 }
 
+/** Each thread's watcher, shared by the accounts on it (one listener each, however many accounts). */
+const threadEnds = new WeakMap<Worker, ThreadEnd>();
+
 /** Watches one owner thread for why it ends: its error, else its exit code. */
 class ThreadEnd {
   #error: string | null = null;
   #exitCode: number | null = null;
   #exited: Promise<void>;
+  readonly threadId: number;
 
   constructor(worker: Worker | undefined) {
+    this.threadId = worker?.threadId ?? -1;
     if (!worker) {
       this.#exited = Promise.resolve();
       return;
@@ -62,6 +73,13 @@ class ThreadEnd {
         resolve();
       }),
     );
+  }
+
+  static of(worker: Worker | undefined): ThreadEnd {
+    if (!worker) return new ThreadEnd(undefined);
+    let end = threadEnds.get(worker);
+    if (!end) threadEnds.set(worker, (end = new ThreadEnd(worker)));
+    return end;
   }
 
   /** The cause, once the thread has exited (its 'error' comes before its 'exit'), or what is known after a while. */
@@ -78,6 +96,7 @@ const died = (cause: string, restarting: boolean): ErrorData => ({
   message: restarting ? `the owner thread stopped before answering (${cause}); it is being restarted` : `the owner thread died (${cause})`,
 });
 const notRunning: ErrorData = { code: 'internal_error', message: 'the owner thread is not running; it is being restarted' };
+const letGo: ErrorData = { code: 'shutting_down', message: "this account's owner has been stopped" };
 
 export class OwnerHandle {
   readonly #options: OwnerOptions;
@@ -107,18 +126,18 @@ export class OwnerHandle {
     this.#ownerLog = deferredLog(log.then((l) => l.child({ thread: 'owner' })));
     this.#events = events;
     this.#pool = thread.pool;
-    thread.onError((err) => this.#log.error({ err: describeDeath(err) }, 'owner thread failed'));
   }
 
   /**
-   * Start the owner: it takes the lock and loads the state, then answers.
-   * `thread`: one already booting (see owner-thread.ts), or one is started now.
+   * Start the owner on `thread` (shared with the other accounts): it takes
+   * the lock and loads the state, then answers. When it does not start, its
+   * ports are closed and the thread goes on serving the others.
    */
-  static async start(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents, thread: OwnerThread | null = null): Promise<Result<OwnerHandle>> {
-    const handle = new OwnerHandle(options, log, events, thread ?? startOwnerThread());
-    const started = await handle.#attach();
+  static async start(options: OwnerOptions, log: Promise<Logger>, events: OwnerHandleEvents, thread: OwnerThread): Promise<Result<OwnerHandle>> {
+    const handle = new OwnerHandle(options, log, events, thread);
+    const { result: started } = await handle.#attach();
     if (!started.ok) {
-      await handle.destroy();
+      handle.destroy();
       return started;
     }
     handle.#started = true;
@@ -130,7 +149,8 @@ export class OwnerHandle {
     return this.#snapshot!;
   }
 
-  async #attach(): Promise<Result<Snapshot>> {
+  /** `stage`: where it failed: the thread (no attach) or this account's owner (it answered, refusing to start). */
+  async #attach(): Promise<{ readonly result: Result<Snapshot>; readonly stage: 'thread' | 'owner' }> {
     const generation = ++this.#generation;
     const rpc = new MessageChannel();
     const events = new MessageChannel();
@@ -143,17 +163,20 @@ export class OwnerHandle {
     try {
       await this.#pool.run({ rpc: rpc.port2, events: events.port2 }, { transferList: [rpc.port2, events.port2], signal: deadline });
       // One thread at most: the one that ran the attach task.
-      this.#end = new ThreadEnd(this.#pool.threads[0]);
+      this.#end = ThreadEnd.of(this.#pool.threads[0]);
     } catch (err) {
       this.#generation++;
       for (const port of this.#ports) port.close();
       const why = deadline.aborted ? `no thread took it within ${ATTACH_DEADLINE_MS / 1000} s` : (err as Error).message;
-      return { ok: false, error: { code: 'internal_error', message: `the owner thread did not start: ${why}`, retryable: !deadline.aborted } };
+      const error: ErrorData = { code: 'internal_error', message: `the owner thread did not start: ${why}`, retryable: !deadline.aborted };
+      return { result: { ok: false, error }, stage: 'thread' };
     }
     this.#remote = wrapOwner(rpc.port1);
     const started = await this.#call((r) => r.start(this.#options));
     if (started.ok) this.#snapshot = started.value;
-    return started;
+    // A thread that died during the start rejects the call with internal_error: that is the thread's failure, not the owner's.
+    const stage = started.ok || (started.error.code === 'internal_error' && this.#remote === null) ? 'thread' : 'owner';
+    return { result: started, stage };
   }
 
   /** A dead owner is replaced; piscina may still be removing it, so a failed attach is retried briefly. */
@@ -161,10 +184,16 @@ export class OwnerHandle {
     this.#reattaching = true;
     try {
       for (let attempt = 1; attempt <= 10 && !this.#closing; attempt++) {
-        const r = await this.#attach();
+        const { result: r, stage } = await this.#attach();
         if (r.ok) {
           this.#log.info({ version: r.value.version }, 'owner thread restarted');
           return;
+        }
+        if (stage === 'owner') {
+          // The thread is up and serves the other accounts: only this one is lost.
+          this.#closing = true;
+          this.#detach();
+          return this.#events.onFailed(r.error);
         }
         if (r.error.retryable !== true) {
           return this.#events.onFatal({ code: r.error.code, message: `the owner thread could not be restarted: ${r.error.message}` });
@@ -231,14 +260,14 @@ export class OwnerHandle {
       return;
     }
     this.#log.error({ cause }, 'owner thread died; starting a new one from the state file');
-    this.#events.onRestart();
+    this.#events.onRestart(this.#end.threadId);
     void this.#reattach();
   }
 
   /** Call the owner; a death of the thread rejects the call instead of leaving it hanging. */
   #call<T>(fn: (remote: OwnerRemote) => Promise<Result<T>>): Promise<Result<T>> {
     const remote = this.#remote;
-    if (!remote) return Promise.resolve({ ok: false, error: notRunning });
+    if (!remote) return Promise.resolve({ ok: false, error: this.#closing ? letGo : notRunning });
     return new Promise<Result<T>>((resolve) => {
       this.#pending.add(resolve);
       fn(remote).then(
@@ -299,13 +328,23 @@ export class OwnerHandle {
     });
   }
 
-  /** End the worker thread. */
-  async destroy(): Promise<void> {
+  /**
+   * Let go of this account's owner: its ports close, calls still pending are
+   * rejected, and no restart follows. Its lock is released by its `close()`
+   * (or by the thread's end); the thread itself goes on for the other accounts.
+   */
+  destroy(): void {
     this.#closing = true;
-    // Bounded: a pool whose worker is wedged must not hold the process.
-    let timer: NodeJS.Timeout | undefined;
-    const bounded = new Promise<void>((resolve) => (timer = setTimeout(resolve, 3_000)));
-    await Promise.race([this.#pool.destroy().catch(() => undefined), bounded]);
-    clearTimeout(timer);
+    this.#detach();
+  }
+
+  #detach(): void {
+    this.#generation++;
+    const remote = this.#remote;
+    this.#remote = null;
+    for (const port of this.#ports) port.close();
+    if (remote) releaseOwner(remote);
+    for (const reject of this.#pending) reject({ ok: false, error: letGo });
+    this.#pending.clear();
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The owner thread's supervisor: one piscina worker for the life of the
  * process (minThreads = maxThreads = 1, never idle-timed-out), restarted by
- * piscina when it dies.
+ * piscina when it dies. Every account's owner runs on it (one attach task
+ * each: see src/owner/thread.ts).
  *
  * It is created before anything else when the command is `serve`: booting a
  * worker is a V8 isolate and Node's bootstrap (~60 ms here), and it runs on
@@ -40,4 +41,12 @@ export function startOwnerThread(): OwnerThread {
       for (const err of held.splice(0)) h(err);
     },
   };
+}
+
+/** End the owner thread, and every owner on it. Bounded: a pool whose worker is wedged must not hold the process. */
+export async function destroyOwnerThread(thread: OwnerThread): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bounded = new Promise<void>((resolve) => (timer = setTimeout(resolve, 3_000)));
+  await Promise.race([thread.pool.destroy().catch(() => undefined), bounded]);
+  clearTimeout(timer);
 }

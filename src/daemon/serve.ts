@@ -5,6 +5,8 @@
  * with no flags (the container's command) start without loading commander.
  */
 import { ConfigError, loadConfig, type Config, type RawOptions } from '../config/config.js';
+import { fromEnvironment, type DaemonConfig } from '../config/accounts.js';
+import type { FileFlags } from '../config/config-file.js';
 import { TokendError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { RunningDaemon } from './daemon.js';
@@ -21,11 +23,18 @@ export function say(line: string): void {
   process.stderr.write(`tokend: ${line}\n`);
 }
 
-/** What a daemon does when asked to stop. */
+/** What a daemon does when asked to stop (or, configured by a file, to re-read it). */
 export interface StopControl {
   stop(reason: string): Promise<number>;
   /** A deliberate second request: stop waiting for the provider. */
   hurry(): void;
+  /** Re-read the config file (SIGHUP); it logs what it did or refused. */
+  reload?(): Promise<unknown>;
+}
+
+export interface GuardOptions {
+  /** SIGHUP re-reads the config file instead of stopping (a daemon configured by a file). */
+  readonly reloadOnHangup?: boolean;
 }
 
 /**
@@ -34,7 +43,7 @@ export interface StopControl {
  * the fatal-error handler: a clean stop, then exit 1. Installed before the
  * logger has loaded: until it has, its lines go to stderr as plain text.
  */
-export function guardSignals(logging: Promise<Logger>, exit: (code: number) => never): { attach(control: StopControl): void } {
+export function guardSignals(logging: Promise<Logger>, exit: (code: number) => never, opts: GuardOptions = {}): { attach(control: StopControl): void } {
   let log: Logger | null = null;
   logging.then(
     (l) => (log = l),
@@ -47,9 +56,22 @@ export function guardSignals(logging: Promise<Logger>, exit: (code: number) => n
   let control: StopControl | null = null;
   let requested: string | null = null;
   let hurried = false;
+  /** A SIGHUP before the daemon was up: it re-reads the file once it is. */
+  let reloadAsked = false;
+  const reload = (c: StopControl): void =>
+    void c.reload?.().catch((err: Error) => (log ? log.error({ err: err.message }, 'reload failed') : say(`reload failed: ${err.message}`)));
   const requests = new StopRequests();
   routeSignals({
     ignored: (signal) => note({ signal }, 'signal ignored'),
+    ...(opts.reloadOnHangup
+      ? {
+          hangup: (signal: NodeJS.Signals) => {
+            if (requested) return note({ signal }, 'stopping: not reloading');
+            if (control) return reload(control);
+            reloadAsked = true;
+          },
+        }
+      : {}),
     stop: (signal) => {
       switch (requests.next()) {
         case 'stop':
@@ -84,9 +106,32 @@ export function guardSignals(logging: Promise<Logger>, exit: (code: number) => n
     attach(c) {
       control = c;
       if (requested) void c.stop(requested);
+      else if (reloadAsked) reload(c);
       if (hurried) c.hurry();
     },
   };
+}
+
+/**
+ * The daemon's configuration: the config file when there is one (`--config`,
+ * `TOKEND_CONFIG`, the default path), else the environment and flags as one
+ * account named `default`. Null when invalid: every problem said, one line each.
+ */
+export async function daemonConfigOrExit(opts: FileFlags): Promise<DaemonConfig | null> {
+  try {
+    return await readDaemonConfig(opts);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const p of err.problems) say(p);
+    return null;
+  }
+}
+
+/** The config file's reader loads only for the daemon: client commands share this module and start without it. */
+async function readDaemonConfig(opts: FileFlags): Promise<DaemonConfig> {
+  const { configFilePath, loadConfigFile } = await import('../config/config-file.js');
+  const file = configFilePath(opts, process.env);
+  return file === null ? fromEnvironment(loadConfig(opts, process.env, { needsProvider: true })) : loadConfigFile(file, process.env, opts);
 }
 
 export function configOrExit(opts: RawOptions, needsProvider: boolean): Config | null {
@@ -99,8 +144,8 @@ export function configOrExit(opts: RawOptions, needsProvider: boolean): Config |
   }
 }
 
-export async function serve(opts: RawOptions, runtime: Runtime): Promise<number> {
-  const config = configOrExit(opts, true);
+export async function serve(opts: FileFlags, runtime: Runtime): Promise<number> {
+  const config = await daemonConfigOrExit(opts);
   if (!config) return 2;
   // Loaded on demand: client commands start without the daemon's modules.
   // The daemon first (it starts the owner, and asks for the HTTP side), the
@@ -110,8 +155,11 @@ export async function serve(opts: RawOptions, runtime: Runtime): Promise<number>
   const logging = Promise.resolve()
     .then(() => import('../shared/log.js'))
     .then(({ createLogger }) => createLogger(config.logLevel, pretty, 'tokend'));
-  const guard = guardSignals(logging, runtime.exit);
-  const starting = startDaemon(config, logging, runtime.ownerThread);
+  const guard = guardSignals(logging, runtime.exit, { reloadOnHangup: config.configFile !== null });
+  // A reload reads the file named at start, with the same flags and the environment over it.
+  const file = config.configFile;
+  const reread = file === null ? null : async () => (await import('../config/config-file.js')).loadConfigFile(file, process.env, opts);
+  const starting = startDaemon(config, logging, runtime.ownerThread, { reread });
   starting.catch(() => undefined); // handled below, once the logger is up
   const log = await logging;
   let daemon: RunningDaemon;
@@ -122,13 +170,13 @@ export async function serve(opts: RawOptions, runtime: Runtime): Promise<number>
     say(err.error.message);
     return err.exitCode;
   }
-  guard.attach({ stop: (reason) => daemon.stop(reason), hurry: () => daemon.hurry() });
+  guard.attach({ stop: (reason) => daemon.stop(reason), hurry: () => daemon.hurry(), reload: () => daemon.reload() });
   if (daemon.status() === 'waiting_for_login' && process.stdin.isTTY === true && process.stderr.isTTY === true) {
     // A person is at the terminal: run the login here instead of only waiting for one.
     log.info('no tokens yet: starting the login (interactive terminal)');
-    void import('../login/command.js')
-      .then(({ runLogin }) =>
-        runLogin(config, {
+    void Promise.all([import('../login/command.js'), import('../login/deliver.js')])
+      .then(([{ runLogin }, { fileAccount }]) =>
+        runLogin(fileAccount(config, config.defaultAccount)!, {
           browser: true,
           timeoutMs: 600_000,
           waitForApproval: true,

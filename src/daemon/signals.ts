@@ -13,6 +13,8 @@
  *   waiting for the provider; an answer that has arrived is still written).
  *   Any further signal changes nothing. Other commands keep the default
  *   (they hold nothing that a stop could lose).
+ * - SIGHUP is a stop signal too, unless the daemon was configured by a
+ *   config file: then it re-reads the file (`hangup`), as daemons do.
  * - Ignored signals are logged and ignored by every command. SIGPROF is left
  *   alone: V8's profiler uses it.
  */
@@ -27,6 +29,8 @@ export const SAME_REQUEST_MS = 1_000;
 export interface SignalRoutes {
   stop(signal: NodeJS.Signals): void;
   ignored(signal: NodeJS.Signals): void;
+  /** SIGHUP, when it means "re-read the configuration"; without it, SIGHUP stops. */
+  readonly hangup?: (signal: NodeJS.Signals) => void;
 }
 
 const plain: SignalRoutes = {
@@ -55,14 +59,19 @@ function present(names: readonly string[]): NodeJS.Signals[] {
 export function installSignalTable(daemon: boolean): void {
   for (const signal of present(IGNORED_SIGNALS)) process.on(signal, () => routes.ignored(signal));
   if (!daemon) return;
-  for (const signal of present(STOP_SIGNALS)) process.on(signal, () => (routed ? routes.stop(signal) : early.push(signal)));
+  for (const signal of present(STOP_SIGNALS)) process.on(signal, () => (routed ? deliver(routes, signal) : early.push(signal)));
+}
+
+function deliver(r: SignalRoutes, signal: NodeJS.Signals): void {
+  if (signal === 'SIGHUP' && r.hangup) r.hangup(signal);
+  else r.stop(signal);
 }
 
 /** Route signals to a daemon from now on; stop signals that came earlier are handed over first. */
 export function routeSignals(r: SignalRoutes): void {
   routes = r;
   routed = true;
-  for (const signal of early.splice(0)) r.stop(signal);
+  for (const signal of early.splice(0)) deliver(r, signal);
 }
 
 export type StopStep = 'stop' | 'same_request' | 'hurry' | 'already_stopping';

@@ -20,6 +20,7 @@ import { TokendClient } from '../client/index.js';
 import { ancestorsProblem, privateDirProblem, writePrivateFileSync } from '../shared/fs-safety.js';
 import type { Logger } from '../shared/log.js';
 import { loadConfig, type Config } from '../config/config.js';
+import { fromEnvironment } from '../config/accounts.js';
 import { StartError, startDaemon, type RunningDaemon } from '../daemon/daemon.js';
 import { deliverTokens } from '../login/deliver.js';
 import { buildAuthRequest, exchangeCode, resolveEndpoints, toSetInput } from '../login/flow.js';
@@ -103,7 +104,7 @@ export async function startDev(opts: DevOptions, log: Logger): Promise<DevSessio
   );
   let daemon: RunningDaemon;
   try {
-    daemon = await startDaemon(config, Promise.resolve(log));
+    daemon = await startDaemon(fromEnvironment(config), Promise.resolve(log));
   } catch (err) {
     await provider.close();
     throw err;

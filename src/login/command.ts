@@ -5,7 +5,7 @@ import { TokendError } from '../shared/errors.js';
 import { monzoApproval } from '../provider/oauth.js';
 import type { Config } from '../config/config.js';
 import type { SetTokensInput } from '../shared/contract.js';
-import { deliverTokens, type Delivered } from './deliver.js';
+import { deliverTokens, loginAccount, withClientSecret, type Delivered, type LoginAccount } from './deliver.js';
 import { buildAuthRequest, exchangeCode, listenForCallback, resolveEndpoints, toSetInput } from './flow.js';
 
 export interface LoginOptions {
@@ -13,7 +13,7 @@ export interface LoginOptions {
   readonly timeoutMs: number;
   readonly waitForApproval: boolean;
   readonly listen: string | null;
-  /** Where the tokens go; by default the daemon that owns the state file, else the file itself (deliver.ts). */
+  /** Where the tokens go; by default the daemon that owns the account's state file, else the file itself (deliver.ts). */
   readonly deliver?: (input: SetTokensInput) => Promise<Delivered>;
 }
 
@@ -24,9 +24,12 @@ function canOpenBrowser(): boolean {
 
 const err = (line: string): boolean => process.stderr.write(`${line}\n`);
 
-export async function runLogin(config: Config, opts: LoginOptions): Promise<number> {
-  const endpoints = await resolveEndpoints(config);
-  const req = buildAuthRequest(endpoints, config.provider.redirectUri);
+/** Log in to `to`'s account: a `Config` is the environment's single account, a `LoginAccount` one of a config file's. */
+export async function runLogin(to: Config | LoginAccount, opts: LoginOptions): Promise<number> {
+  const account = loginAccount(to);
+  const provider = await withClientSecret(account);
+  const endpoints = await resolveEndpoints({ provider });
+  const req = buildAuthRequest(endpoints, provider.redirectUri);
   const callback = await listenForCallback(req.redirectUri, req.state);
   const spinner = ora({ stream: process.stderr, isEnabled: process.stderr.isTTY === true });
   let onSigint: (() => void) | null = null;
@@ -54,10 +57,10 @@ export async function runLogin(config: Config, opts: LoginOptions): Promise<numb
     const tokens = await exchangeCode(endpoints, code, req);
     if (!tokens.refreshToken) err('note: the provider issued no refresh token; tokend cannot refresh this login (for OIDC, ask for offline_access)');
     const input = toSetInput(tokens);
-    const delivered = await (opts.deliver ? opts.deliver(input) : deliverTokens(config, input, opts.listen));
+    const delivered = await (opts.deliver ? opts.deliver(input) : deliverTokens(account, input, opts.listen));
     spinner.stop();
     err(`logged in: access token valid until ${delivered.expiresAt ?? 'unknown'}; stored by ${delivered.to}`);
-    if (config.provider.name === 'monzo') await awaitMonzoApproval(new URL(endpoints.settings.tokenUrl).origin, tokens.accessToken, opts);
+    if (provider.name === 'monzo') await awaitMonzoApproval(new URL(endpoints.settings.tokenUrl).origin, tokens.accessToken, opts);
     return 0;
   } finally {
     spinner.stop();

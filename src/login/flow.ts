@@ -28,7 +28,7 @@ export interface AuthEndpoints {
 const timeouts = { connectMs: 5_000, headersMs: 15_000, bodyMs: 15_000, totalMs: 20_000 };
 
 /** The provider's endpoints: from the issuer's discovery document for oidc, else the preset or explicit URLs. */
-export async function resolveEndpoints(config: Config): Promise<AuthEndpoints> {
+export async function resolveEndpoints(config: Pick<Config, 'provider'>): Promise<AuthEndpoints> {
   const p = config.provider;
   let authUrl = p.authUrl;
   let tokenUrl = p.tokenUrl;

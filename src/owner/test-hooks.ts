@@ -14,11 +14,17 @@ import { existsSync, readFileSync, unlinkSync, watch } from 'node:fs';
 import { dirname } from 'node:path';
 import type { OwnerApi } from '../shared/contract.js';
 
+let crashArmed = false;
+
 /** `api` itself unless TOKEND_TEST_HOOKS=1; then with the hooks the environment names. */
 export function withTestHooks(api: OwnerApi, env: NodeJS.ProcessEnv = process.env): OwnerApi {
   if (env['TOKEND_TEST_HOOKS'] !== '1') return api;
   const crash = env['TOKEND_TEST_CRASH_OWNER'];
-  if (crash !== undefined) crashWhenAsked(crash);
+  // Once per thread: every account's attach passes here.
+  if (crash !== undefined && !crashArmed) {
+    crashArmed = true;
+    crashWhenAsked(crash);
+  }
   const hold = env['TOKEND_TEST_HOLD_START'];
   if (hold === undefined) return api;
   return {

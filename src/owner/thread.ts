@@ -1,7 +1,16 @@
 /**
- * The owner thread's entry: piscina runs `attach` once per worker with the
+ * The owner thread's entry: piscina runs `attach` once per account with the
  * two ports of a fresh MessageChannel pair: RPC (Comlink) and events (plain
  * postMessage, so pushing a snapshot costs no RPC round trip).
+ *
+ * One thread owns every account, each through its own attach: its own ports
+ * and its own `Owner` (lock, state, refresh engine), held by this attach's
+ * closure and by nothing shared. An account's RPC never queues behind
+ * another's on a port, its owner's failure (a corrupt file, a refused login,
+ * a lost lock) stays in its closure, and the contract stays one owner per
+ * endpoint, as a login with no daemon uses it. What they share is the
+ * thread: when it dies every port closes, and each account's handle on the
+ * main side attaches again to the new thread and reloads from its own file.
  *
  * piscina must run this worker with `atomics: 'disabled'`: otherwise, once
  * this task returns, the idle worker sleeps in Atomics.wait(), its event loop
@@ -14,13 +23,16 @@ import { forwardingLog } from './log-forward.js';
 import { Owner, toResult } from './owner.js';
 import { withTestHooks } from './test-hooks.js';
 
-let owner: Owner | null = null;
-
 export default function attach(task: AttachTask): string {
+  let owner: Owner | null = null;
+  const requireOwner = (): Owner => {
+    if (!owner) throw new Error('owner not started');
+    return owner;
+  };
   const emit = (event: OwnerEvent): void => task.events.postMessage(event);
   const api: OwnerApi = {
     async start(options) {
-      if (owner) return { ok: false, error: { code: 'internal_error', message: 'owner already started in this thread' } };
+      if (owner) return { ok: false, error: { code: 'internal_error', message: 'owner already started on this port' } };
       owner = new Owner(options, forwardingLog(options.logLevel, emit), emit);
       return owner.start().catch(toResult);
     },
@@ -38,9 +50,4 @@ export default function attach(task: AttachTask): string {
   // The API as it is, unless TOKEND_TEST_HOOKS=1 (the end-to-end tests).
   exposeOwner(withTestHooks(api), task.rpc);
   return 'attached';
-}
-
-function requireOwner(): Owner {
-  if (!owner) throw new Error('owner not started');
-  return owner;
 }

@@ -61,7 +61,7 @@ export type DaemonStatus =
   | 'reauthorization_required'
   /** The state-file lock was lost: refreshing stopped. */
   | 'lock_lost'
-  /** The account could not start (its state file is corrupt or unreadable): `reason` says why; the others serve. */
+  /** The account's owner could not start (a corrupt or unreadable state file, …): its file is left as it was; `reason` says why. */
   | 'failed';
 
 export interface TokenView {

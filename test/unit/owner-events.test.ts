@@ -60,6 +60,7 @@ describe("the owner's events port", () => {
           heard();
         },
         onRestart: () => undefined,
+        onFailed: () => undefined,
         onFatal: () => undefined,
       },
       { pool, onError: () => undefined },
@@ -69,7 +70,7 @@ describe("the owner's events port", () => {
   });
 
   after(async () => {
-    await handle?.destroy();
+    handle?.destroy();
     // The owner's ends of both ports: the main side's close with them.
     rpc?.close();
     events?.close();
