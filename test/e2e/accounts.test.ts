@@ -175,6 +175,16 @@ describe('two accounts in one daemon', () => {
     assert.equal(refreshed.status, 200, refreshed.text);
     assert.ok(home.stub.calls.length > calls, "home's provider was not asked");
     assert.ok(home.stub.issued.includes(String(refreshed.json['access_token'])), "the refresh answered with a token home's provider never issued");
+    // Unprefixed, the default account.
+    const byDefault = await d.request('POST', '/refresh-tokens');
+    assert.equal(byDefault.status, 200, byDefault.text);
+    assert.ok(work.stub.issued.includes(String(byDefault.json['access_token'])), 'POST /refresh-tokens did not act on the default account');
+  });
+
+  it('GET /metrics labels each account series with its account', async () => {
+    const r = await d.request('GET', '/metrics');
+    assert.equal(r.status, 200);
+    for (const name of ['work', 'home']) assert.match(r.text, new RegExp(`[{,]account="${name}"`), `no series for account ${name}`);
   });
 
   it('tokend token -a NAME prints that account token alone; without -a, the default account', async () => {
