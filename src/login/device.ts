@@ -33,11 +33,20 @@ export interface DeviceAuthorization {
   readonly intervalSec: number;
 }
 
-/** The client as the provider knows it: authenticated at the device endpoint as at the token endpoint. */
-export type DeviceClient = Pick<ProviderSettings, 'clientId' | 'clientSecret'> & { readonly authMethod: ClientAuthMethod };
+/**
+ * The client as the provider knows it: authenticated at the device endpoint
+ * as at the token endpoint (`authMethod` null: Basic with a secret, else none).
+ */
+export type DeviceClient = Pick<ProviderSettings, 'clientId' | 'clientSecret' | 'authMethod'>;
 
-/** The token endpoint and the client, resolved (as `resolveEndpoints` in flow.ts returns them). */
+/** The token endpoint and the client, resolved: `resolveEndpoints(config).settings` in flow.ts is one. */
 export type DeviceTokenEndpoint = DeviceClient & Pick<ProviderSettings, 'tokenUrl'>;
+
+/** The form body and headers of a request from `client`, authenticated as configured. */
+function formFor(client: DeviceClient, params: Record<string, string>): { body: string; headers: Record<string, string> } {
+  const authMethod: ClientAuthMethod = client.authMethod ?? (client.clientSecret === null ? 'none' : 'client_secret_basic');
+  return tokenRequest({ ...client, authMethod }, params);
+}
 
 export type DeviceStartOutcome =
   | { readonly kind: 'started'; readonly authorization: DeviceAuthorization }
@@ -198,7 +207,7 @@ export async function startDeviceAuthorization(
   // Refused before anything is sent: the client secret never leaves.
   if (insecure) return { kind: 'failed', message: `${what} refused: the endpoint ${insecure}` };
   const params: Record<string, string> = scope ? { scope } : {};
-  const form = tokenRequest(client, params);
+  const form = formFor(client, params);
   const reply = await withDispatcher(opts, (dispatcher) => post(what, endpoint, form, dispatcher, opts));
   if (reply.kind === 'unread') return { kind: 'failed', message: reply.message };
   const body = jsonObject(reply.text);
@@ -260,7 +269,7 @@ async function poll(
 ): Promise<DevicePollOutcome> {
   const what = `token request to ${safeUrl(endpoint.tokenUrl)}`;
   const params = { grant_type: DEVICE_CODE_GRANT, device_code: authorization.deviceCode };
-  const form = tokenRequest(endpoint, params);
+  const form = formFor(endpoint, params);
   const sent: SentRequest = { secrets: secretsOf(params, endpoint, form.headers), redeemed: null };
   const clock = opts.clock ?? systemClock;
   const expiresAtMs = clock.now() + authorization.expiresInSec * 1000;

@@ -95,6 +95,20 @@ describe('startDeviceAuthorization', () => {
     assert.equal(seen[0]!.form.has('scope'), false);
   });
 
+  it('a client with no configured method and a secret authenticates with Basic, as at the token endpoint', async () => {
+    let authorization: unknown;
+    agent
+      .get(ORIGIN)
+      .intercept({ path: '/device/auth', method: 'POST' })
+      .reply((req) => {
+        authorization = (req.headers as Record<string, string>)['authorization'];
+        return { statusCode: 200, data: JSON.stringify(rfcAnswer) };
+      });
+    const r = await startDeviceAuthorization(`${ORIGIN}/device/auth`, { ...client, authMethod: null }, null, { dispatcher: agent });
+    assert.equal(r.kind, 'started');
+    assert.equal(authorization, `Basic ${Buffer.from(`tokend-cli:${SECRET}`).toString('base64')}`);
+  });
+
   it('a provider without a device endpoint: the error names the paste flow', async () => {
     const r = await startDeviceAuthorization(null, client, null, { dispatcher: agent });
     assert.deepEqual(r, { kind: 'unsupported', message: NO_DEVICE_ENDPOINT });
