@@ -12,6 +12,11 @@
  * the demo account, so a login needs no person. Without it, oidc-provider's
  * own development login and consent pages are served (what a browser test
  * drives). With `storeFile`, grants and tokens survive a restart.
+ *
+ * The device authorization grant (RFC 8628) is enabled: discovery names
+ * `device_authorization_endpoint` (`/device/auth`), the user enters the code
+ * at `/device`. oidc-provider sends no `interval` (clients use 5 s) and never
+ * answers `slow_down`.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -20,6 +25,9 @@ import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
 import { writePrivateFileSync } from '../shared/fs-safety.js';
+
+/** RFC 8628's grant type: the demo client may log in from a device without a browser (`tokend login --device`). */
+const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
 export interface DevClient {
   readonly clientId: string;
@@ -157,7 +165,7 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
         client_id: opts.client.clientId,
         client_secret: opts.client.clientSecret,
         redirect_uris: [...opts.client.redirectUris],
-        grant_types: ['authorization_code', 'refresh_token'],
+        grant_types: ['authorization_code', 'refresh_token', DEVICE_CODE_GRANT],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',
         id_token_signed_response_alg: 'ES256',
@@ -166,7 +174,7 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
     jwks: { keys: [store.keys.jwk] },
     cookies: { keys: [store.keys.cookie] },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
-    features: { devInteractions: { enabled: !opts.autoApprove }, introspection: { enabled: true } },
+    features: { devInteractions: { enabled: !opts.autoApprove }, introspection: { enabled: true }, deviceFlow: { enabled: true } },
     ttl: {
       AccessToken: opts.accessTokenTtlSec,
       RefreshToken: 30 * 24 * 3600,
@@ -174,6 +182,7 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
       Session: 24 * 3600,
       Interaction: 600,
       AuthorizationCode: 60,
+      DeviceCode: 600,
       IdToken: 3600,
     },
     // Every use of a refresh token rotates it: what Monzo does, and what makes a lost rotation visible.

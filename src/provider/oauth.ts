@@ -331,6 +331,12 @@ export interface Discovery {
   readonly tokenEndpoint: string;
   readonly authMethods: readonly string[];
   readonly pkceS256: boolean;
+  /**
+   * RFC 8628 `device_authorization_endpoint`, or null when the issuer names
+   * none. Not checked here: the device login refuses one it must not send
+   * the client's credentials to, and a normal login never uses it.
+   */
+  readonly deviceAuthorizationEndpoint: string | null;
 }
 
 export type DiscoveryOutcome = { readonly kind: 'discovered'; readonly discovery: Discovery } | UpstreamFailure;
@@ -377,6 +383,7 @@ export async function discover(issuer: string, timeouts: UpstreamTimeouts, dispa
     // RFC 8414: absent means client_secret_basic only.
     authMethods: methods.length > 0 ? methods : ['client_secret_basic'],
     pkceS256: list(doc['code_challenge_methods_supported']).includes('S256'),
+    deviceAuthorizationEndpoint: str(doc['device_authorization_endpoint']),
   };
   return { kind: 'discovered', discovery };
 }
