@@ -18,6 +18,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, stateFileWith, tempDir } from '../test/fixtures/daemon.ts';
 import { MonzoStub } from '../test/fixtures/monzo-stub.ts';
@@ -86,9 +87,9 @@ interface Load {
   errors: number;
 }
 
-function autocannon(port: number, connections: number, seconds: number, pid: number): Load {
+function autocannon(port: number, connections: number, seconds: number, pid: number, path = '/token'): Load {
   const cpu0 = cpuMs(pid);
-  const [bin, ...args] = pin(1, [process.execPath, AUTOCANNON, '-j', '-c', String(connections), '-d', String(seconds), `http://127.0.0.1:${port}/token`]);
+  const [bin, ...args] = pin(1, [process.execPath, AUTOCANNON, '-j', '-c', String(connections), '-d', String(seconds), `http://127.0.0.1:${port}${path}`]);
   const r = spawnSync(bin, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   const j = JSON.parse(r.stdout) as { requests: { average: number; total: number }; latency: { p50: number; p99: number }; errors: number; non2xx: number };
   const cpuUs = ((cpuMs(pid) - cpu0) * 1000) / Math.max(1, j.requests.total);
@@ -167,6 +168,48 @@ async function main(): Promise<void> {
     load[`c${c}`] = { pairs, medianRpsRatio: median(rpsRatios), medianP99Ratio: median(p99Ratios), medianCpuRatio: median(cpuRatios) };
   }
   results['load'] = load;
+
+  // ---- several accounts: GET /accounts/NAME/token ----------------------------
+  // One daemon configured by a file with N accounts (each its own state file and owner), the last account's token
+  // asked for: the same hot path as /token, with the account named in the path.
+  const accountsLoad: Record<string, unknown> = {};
+  for (const n of [1, 20]) {
+    const accDir = join(dir, `accounts-${n}`);
+    mkdirSync(accDir, { mode: 0o700 });
+    const secretFile = join(accDir, 'client.secret');
+    writeFileSync(secretFile, `${stub.clientSecret}\n`, { mode: 0o600 });
+    // Global keys first (default_account among them), then one table per account.
+    const lines = [`state_dir = ${JSON.stringify(accDir)}`, 'log_level = "warn"', 'default_account = "acct-0"'];
+    const now = Date.now();
+    for (let i = 0; i < n; i++) {
+      const pair = stub.login();
+      const state = { ...pair, token_type: 'Bearer', expires_at: new Date(now + 6 * 3600_000).toISOString(), obtained_at: new Date(now).toISOString() };
+      writeFileSync(join(accDir, `acct-${i}.json`), JSON.stringify(state), { mode: 0o600 });
+      lines.push('', `[accounts.acct-${i}]`, 'provider = "custom"', `token_url = ${JSON.stringify(stub.tokenUrl)}`);
+      lines.push(`auth_url = ${JSON.stringify(`${stub.url}/auth`)}`, `client_id = ${JSON.stringify(stub.clientId)}`);
+      lines.push(`client_secret_file = ${JSON.stringify(secretFile)}`, 'token_auth_method = "client_secret_post"');
+    }
+    const config = join(accDir, 'config.toml');
+    writeFileSync(config, `${lines.join('\n')}\n`, { mode: 0o600 });
+    const port = await freePort();
+    const daemon = spawnServer([process.execPath, CLI, 'serve', '--config', config], { TOKEND_LISTEN: `127.0.0.1:${port}` });
+    await waitFor(port, '/readyz');
+    const path = `/accounts/acct-${n - 1}/token`;
+    autocannon(port, 50, 1, daemon.pid!, path);
+    autocannon(bPort, 50, 1, bare.pid!);
+    const pairs: Array<{ t: Load; b: Load }> = [];
+    for (let i = 0; i < ROUNDS; i++) pairs.push({ b: autocannon(bPort, 50, SECONDS, bare.pid!), t: autocannon(port, 50, SECONDS, daemon.pid!, path) });
+    const rpsRatio = median(pairs.map((p) => p.t.rps / p.b.rps));
+    const cpuRatio = median(pairs.map((p) => p.t.cpuUs / p.b.cpuUs));
+    const errors = pairs.reduce((a, p) => a + p.t.errors, 0);
+    console.log(
+      `\n  ${n} account${n === 1 ? '' : 's'} (config file), GET ${path} at concurrency 50: median throughput ratio ${fmt(rpsRatio)}, CPU per request ratio ${fmt(cpuRatio)}, errors ${errors}`,
+    );
+    accountsLoad[`accounts${n}`] = { pairs, medianRpsRatio: rpsRatio, medianCpuRatio: cpuRatio, errors };
+    daemon.kill('SIGTERM');
+    await exited(daemon);
+  }
+  results['accounts'] = accountsLoad;
 
   // ---- latency at concurrency 1, microseconds -------------------------------------
   if (hasTaskset) spawnSync('taskset', ['-cp', '1', String(process.pid)]);
