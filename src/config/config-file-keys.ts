@@ -143,6 +143,13 @@ export const refusedKeys: Readonly<Record<string, string>> = {
     'a client secret is not kept in the config file; put it in a private file (chmod 600) and name it with client_secret_file, or use client_secret_command',
 };
 
+/**
+ * Keys whose values are checked and read but not acted on yet: refused, so
+ * that no one sets one and silently gets nothing. Making one available is
+ * taking its name out of this set.
+ */
+export const unavailableKeys: ReadonlySet<string> = new Set(['reauthorize_after', 'on_token_change', 'on_reauthorization_required', 'on_error']);
+
 /** What a misspelt key was probably meant to be: the known key within two edits, if one is. */
 export function didYouMean(key: string, known: readonly string[]): string | null {
   let best: string | null = null;

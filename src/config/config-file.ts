@@ -12,6 +12,10 @@
  * read, and their flags are refused, since they could not say which account
  * they mean.
  *
+ * Keys of later features (`reauthorize_after`, the hooks) are refused with
+ * a line of their own until tokend acts on them: a setting accepted and then
+ * ignored is worse than one refused.
+ *
  * Secrets: never inline. `client_secret` and `api_key` are refused with the
  * way to do it instead (a config file is read by everyone who helps with it,
  * copied into dotfiles and pasted into bug reports); secret files must be
@@ -29,7 +33,7 @@ import { ownershipProblem, secretFileProblem } from '../shared/fs-safety.js';
 import { issueText } from '../shared/validation.js';
 import { defaultConfigFile, defaultStateDir } from '../state-file/paths.js';
 import { ACCOUNT_NAME, DEFAULT_ACCOUNT, type AccountConfig, type DaemonConfig } from './accounts.js';
-import { accountKeys, didYouMean, globalKeys, refusedKeys } from './config-file-keys.js';
+import { accountKeys, didYouMean, globalKeys, refusedKeys, unavailableKeys } from './config-file-keys.js';
 import {
   ConfigError,
   DEFAULT_LISTEN,
@@ -128,7 +132,8 @@ function showPath(path: KeyPath): string {
 }
 
 /**
- * Each key of `table` checked against its schema. A valid value is returned;
+ * Each key of `table` checked against its schema (a refused or unavailable
+ * key is reported without being read). A valid value is returned;
  * an invalid one is reported and left out, but is `present`, so rules about
  * absent keys do not fire on it as well.
  */
@@ -147,6 +152,10 @@ function readTable<F extends Fields>(
     const refused = refusedKeys[key];
     if (refused !== undefined) {
       problems.at(path, refused);
+      continue;
+    }
+    if (unavailableKeys.has(key)) {
+      problems.at(path, 'not available in this version of tokend');
       continue;
     }
     const schema = fields[key];

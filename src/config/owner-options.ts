@@ -5,9 +5,16 @@ import type { AccountConfig, DaemonConfig } from './accounts.js';
 /** The daemon-wide settings an owner needs (a `Config` and a `DaemonConfig` both have them). */
 export type OwnerSettings = Pick<DaemonConfig, 'upstreamTimeoutMs' | 'wakeIntervalMs' | 'moveCorruptAside' | 'logLevel'>;
 
-/** `clientSecret`: the account's secret when it comes from a command run at start; otherwise the one read at load. */
+/** What of an account its owner needs; the refresh settings may be left out (a login's short-lived owner runs no refresh timer). */
+export type OwnerAccount = Pick<AccountConfig, 'provider' | 'stateFile'> & Partial<Pick<AccountConfig, 'refreshLeadMs' | 'refreshAtLeastMs'>>;
+
+/**
+ * `clientSecret`: the account's secret when it comes from a command run at
+ * start; otherwise the one read at load. An account's refresh settings are
+ * passed only when set, so an owner without them refreshes exactly as before.
+ */
 export function ownerOptions(
-  account: Pick<AccountConfig, 'provider' | 'stateFile'>,
+  account: OwnerAccount,
   settings: OwnerSettings,
   instance: string,
   clientSecret: string | null = account.provider.clientSecret,
@@ -34,5 +41,7 @@ export function ownerOptions(
     moveCorruptAside: settings.moveCorruptAside,
     logLevel: settings.logLevel,
     scheduleRefresh: true,
+    ...(account.refreshLeadMs != null && { refreshLeadMs: account.refreshLeadMs }),
+    ...(account.refreshAtLeastMs != null && { refreshAtLeastMs: account.refreshAtLeastMs }),
   };
 }

@@ -25,6 +25,7 @@ import { StateLock } from './lock.js';
 import type { OAuthClient, RetriedFailure, TokenResponse, UpstreamFailure } from '../provider/oauth.js';
 import { clampTimeMs, iso, noTokens, refreshTokenOf } from '../state-file/codec.js';
 import { Refresher } from './refresher.js';
+import { refreshPolicy } from './schedule.js';
 import { isAboutToExpire } from '../shared/expiry.js';
 import { StateStore } from './store.js';
 import { isUsable, refused, relieved, running, statusOf, type Condition } from './condition.js';
@@ -94,6 +95,7 @@ export class Owner {
     this.#store = new StateStore(opts.stateFile, log);
     this.#refresher = new Refresher({
       wakeIntervalMs: opts.wakeIntervalMs,
+      policy: refreshPolicy({ leadMs: opts.refreshLeadMs, atLeastMs: opts.refreshAtLeastMs }),
       redeem: () => this.#redeem(),
       canRefresh: () => {
         const r = this.#refreshable();

@@ -21,10 +21,12 @@ import type { RefreshTrigger, RefreshView, Result } from '../shared/contract.js'
 import type { ErrorData } from '../shared/errors.js';
 import type { Log } from '../shared/log.js';
 import type { TokenState } from '../state-file/codec.js';
-import { backoffDelay, refreshDueAt } from './schedule.js';
+import { backoffDelay, defaultPolicy, refreshDueAt, type RefreshPolicy } from './schedule.js';
 
 export interface RefresherDeps {
   readonly wakeIntervalMs: number;
+  /** When a token is due (the account's refresh_lead and refresh_at_least); absent: `defaultPolicy`. */
+  readonly policy?: RefreshPolicy;
   /** One upstream refresh, persisted. Never called twice at once. */
   readonly redeem: () => Promise<Result<null>>;
   /** Why no refresh can happen now, or null. */
@@ -161,7 +163,7 @@ export class Refresher {
     const { obtainedAtMs, expiresAtMs } = t.kind === 'active' ? t : { obtainedAtMs: null, expiresAtMs: null };
     const key = `${t.kind}:${obtainedAtMs}:${expiresAtMs}`;
     // Jitter is drawn once per token, so the schedule does not wander between wake-ups.
-    if (this.#due?.key !== key) this.#due = { key, atMs: refreshDueAt(obtainedAtMs, expiresAtMs) };
+    if (this.#due?.key !== key) this.#due = { key, atMs: refreshDueAt(obtainedAtMs, expiresAtMs, Math.random, this.#deps.policy ?? defaultPolicy) };
     return this.#due.atMs;
   }
 

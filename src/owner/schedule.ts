@@ -8,9 +8,11 @@ const MINUTE = 60_000;
 export interface RefreshPolicy {
   /** Fraction of the lifetime after which to refresh (0.8). */
   readonly lifetimeFraction: number;
-  /** Refresh at the latest this long before expiry (5 min). */
-  readonly marginMs: number;
-  /** Jitter is at most this fraction of the lifetime... */
+  /** Refresh at the latest this long before expiry (5 min; an account's `refresh_lead`). */
+  readonly leadMs: number;
+  /** Refresh at least this often, counted from when the token was obtained (an account's `refresh_at_least`); null: no such rule. */
+  readonly atLeastMs: number | null;
+  /** Jitter is at most this fraction of the time it is taken from... */
   readonly jitterFraction: number;
   /** ...and at most this long. */
   readonly maxJitterMs: number;
@@ -18,17 +20,37 @@ export interface RefreshPolicy {
 
 export const defaultPolicy: RefreshPolicy = {
   lifetimeFraction: 0.8,
-  marginMs: 5 * MINUTE,
+  leadMs: 5 * MINUTE,
+  atLeastMs: null,
   jitterFraction: 0.05,
   maxJitterMs: 30_000,
 };
 
+/** The default policy with an account's settings over it; an absent setting keeps the default. */
+export function refreshPolicy(settings: { readonly leadMs?: number | undefined; readonly atLeastMs?: number | undefined }): RefreshPolicy {
+  return {
+    ...defaultPolicy,
+    leadMs: settings.leadMs ?? defaultPolicy.leadMs,
+    atLeastMs: settings.atLeastMs ?? defaultPolicy.atLeastMs,
+  };
+}
+
 /**
  * The moment a token should be refreshed: when `lifetimeFraction` of its
- * lifetime has passed or `marginMs` before expiry, whichever is earlier, less
- * a little jitter. Never earlier than half the lifetime, so a token shorter
- * than the margin is not refreshed the moment it arrives.
- * A token without a known expiry is due at once.
+ * lifetime has passed or `leadMs` before expiry, whichever is earlier, less
+ * a little jitter — but never earlier than half the lifetime, so a token
+ * shorter than the lead (or a lead longer than the token lives) does not
+ * have it refreshed the moment it arrives, again and again.
+ *
+ * `atLeastMs`, when set, is a cadence the user asked for (to keep a refresh
+ * token in use, say): the refresh is never later than `atLeastMs` after the
+ * token was obtained, less a little jitter (at most a twentieth of it), and
+ * this bound wins over the half-lifetime floor. It cannot loop either: the
+ * config file allows no less than a minute, and the refresher starts
+ * attempts at least a second apart whatever it is told.
+ *
+ * A token without a known expiry is due at once; with an expiry but no
+ * known start, its lifetime is taken to be an hour.
  */
 export function refreshDueAt(
   obtainedAtMs: number | null,
@@ -39,11 +61,15 @@ export function refreshDueAt(
   if (expiresAtMs === null) return Number.NEGATIVE_INFINITY;
   const start = obtainedAtMs ?? expiresAtMs - 3_600_000;
   const lifetime = Math.max(0, expiresAtMs - start);
+  const r = random();
+  const jitter = (spanMs: number): number => r * Math.min(policy.maxJitterMs, spanMs * policy.jitterFraction);
   const byFraction = start + lifetime * policy.lifetimeFraction;
-  const byMargin = expiresAtMs - policy.marginMs;
+  const byLead = expiresAtMs - policy.leadMs;
   const floor = start + lifetime / 2;
-  const jitter = random() * Math.min(policy.maxJitterMs, lifetime * policy.jitterFraction);
-  return Math.max(floor, Math.min(byFraction, byMargin) - jitter);
+  const due = Math.max(floor, Math.min(byFraction, byLead) - jitter(lifetime));
+  if (policy.atLeastMs === null) return due;
+  const atLeast = Math.max(0, policy.atLeastMs);
+  return Math.min(due, start + atLeast - jitter(atLeast));
 }
 
 export interface BackoffPolicy {

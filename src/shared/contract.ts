@@ -48,6 +48,10 @@ export interface OwnerOptions {
   readonly logLevel: string;
   /** Run the refresh timer (false for a short-lived owner, such as `tokend login` with no daemon). */
   readonly scheduleRefresh: boolean;
+  /** Refresh at the latest this long before expiry (the account's `refresh_lead`); absent: 5 minutes. */
+  readonly refreshLeadMs?: number;
+  /** Refresh at least this often (the account's `refresh_at_least`); absent: no such rule. */
+  readonly refreshAtLeastMs?: number;
 }
 
 export type DaemonStatus =

@@ -37,6 +37,7 @@ const thread: OwnerThread = {
 const dir = mkdtempSync(join(tmpdir(), 'tokend-accounts-'));
 let files = 0;
 const stateFile = (): string => join(dir, `account-${++files}.json`);
+const MIN = 60_000;
 
 function account(name: string, stub: MonzoStub, file = stateFile(), clientId = stub.clientId): AccountConfig {
   return {
@@ -178,6 +179,31 @@ describe('accounts on one owner thread', () => {
     } finally {
       await three.close();
     }
+  });
+
+  it("each account's refresh_lead and refresh_at_least decide its own next refresh, and a reload that changes them applies them", async () => {
+    const { accounts: a } = accounts();
+    const plain = account('plain', one);
+    const lead = { ...account('lead', one), refreshLeadMs: 20 * MIN };
+    const often = { ...account('often', one), refreshAtLeastMs: 15 * MIN };
+    await a.startAll([plain, lead, often]);
+    /** When the next refresh is due, from when the token was obtained; jitter moves it up to 30 s earlier. */
+    const nextIn = (name: string): number => {
+      const s = a.backends.get(name)!.snapshot();
+      return s.refresh.nextAtMs! - s.token!.obtainedAtMs!;
+    };
+    const within30s = (name: string, dueMs: number): void => {
+      const got = nextIn(name);
+      assert.ok(got <= dueMs && got >= dueMs - 30_000, `${name}: next refresh ${got} ms after obtained, expected ${dueMs} less at most 30 s`);
+    };
+    for (const name of ['plain', 'lead', 'often']) assert.ok((await a.backends.get(name)!.setTokens(tokens(one.login()))).ok);
+    within30s('plain', 48 * MIN); // 80% of the hour: the default
+    within30s('lead', 40 * MIN);
+    within30s('often', 15 * MIN);
+
+    const summary = await a.reload([plain, { ...lead, refreshLeadMs: 30 * MIN }, often], 1_000);
+    assert.deepEqual(summary.restarted, ['lead']);
+    within30s('lead', 30 * MIN);
   });
 
   it('a reload starts new accounts, stops removed ones (lock released), restarts changed and failed ones, and leaves the rest', async () => {

@@ -3,8 +3,10 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import * as v from 'valibot';
 import { fromEnvironment } from '../../src/config/accounts.ts';
 import { configFilePath, loadConfigFile } from '../../src/config/config-file.ts';
+import { accountKeys, unavailableKeys } from '../../src/config/config-file-keys.ts';
 import { ConfigError, loadConfig } from '../../src/config/config.ts';
 import { KeyLines } from '../../src/config/toml-lines.ts';
 
@@ -63,10 +65,6 @@ token_auth_method = "client_secret_basic"
 device_authorization_url = "https://id.example.com/device"
 refresh_lead = "10m"
 refresh_at_least = "12h"
-reauthorize_after = "90d"
-on_token_change = ["notify-send", "token changed"]
-on_reauthorization_required = ["/usr/local/bin/page-me", "--account", "work"]
-on_error = ["logger", "tokend"]
 
 [accounts.home]
 client_id = "monzo-id"
@@ -110,12 +108,8 @@ client_secret_command = ["pass", "show", "monzo"]
           clientSecretCommand: null,
           refreshLeadMs: 600_000,
           refreshAtLeastMs: 12 * 3_600_000,
-          reauthorizeAfterMs: 90 * 86_400_000,
-          hooks: {
-            onTokenChange: ['notify-send', 'token changed'],
-            onReauthorizationRequired: ['/usr/local/bin/page-me', '--account', 'work'],
-            onError: ['logger', 'tokend'],
-          },
+          reauthorizeAfterMs: null,
+          hooks: { onTokenChange: null, onReauthorizationRequired: null, onError: null },
         },
         {
           name: 'home',
@@ -151,7 +145,7 @@ lisen = "127.0.0.1:1"
 provider = "nope"
 token_url = "ftp://x"
 refresh_lead = "5 minutes"
-on_error = []
+client_secret_command = []
 
 [accounts.home]
 client_id = "h"
@@ -167,9 +161,48 @@ redirect_uri = "mailto:x"
         `${path}:5: accounts.work.provider: must be monzo, oidc or custom, not "nope"`,
         `${path}:6: accounts.work.token_url: "ftp://x" is not an http(s) URL`,
         `${path}:7: accounts.work.refresh_lead: "5 minutes" is not a duration such as "90s", "5m", "12h" or "90d"`,
-        `${path}:8: accounts.work.on_error[0]: needs the program as its first element`,
+        `${path}:8: accounts.work.client_secret_command[0]: needs the program as its first element`,
         `${path}:12: accounts.home.redirect_uri: "mailto:x" is not an http(s) URL`,
       ],
+    );
+  });
+
+  it('refuses reauthorize_after and the hooks, one line each naming the key: tokend does not act on them yet', () => {
+    const path = configFile(`on_error = ["logger"]
+
+[accounts.work]
+client_id = "w"
+refresh_lead = "10m"
+reauthorize_after = "90d"
+on_token_change = ["notify-send", "token changed"]
+on_reauthorization_required = ["/usr/local/bin/page-me"]
+on_error = []
+`);
+    assert.deepEqual(
+      problemsOf(() => loadConfigFile(path, env)),
+      [
+        `${path}:1: on_error: not available in this version of tokend`,
+        `${path}:6: accounts.work.reauthorize_after: not available in this version of tokend`,
+        `${path}:7: accounts.work.on_token_change: not available in this version of tokend`,
+        `${path}:8: accounts.work.on_reauthorization_required: not available in this version of tokend`,
+        `${path}:9: accounts.work.on_error: not available in this version of tokend`,
+      ],
+    );
+  });
+
+  it('still checks the values of the keys not available yet, ready for the day they are', () => {
+    const problems = (schema: v.GenericSchema, value: unknown): string[] =>
+      (v.safeParse(schema, value, { abortPipeEarly: true }).issues ?? []).map((i) => i.message);
+    assert.deepEqual(v.parse(accountKeys.reauthorize_after, '90d'), 90 * 86_400_000);
+    assert.deepEqual(problems(accountKeys.reauthorize_after, '30s'), ['must be from 1m to 3650d']);
+    for (const key of ['on_token_change', 'on_reauthorization_required', 'on_error'] as const) {
+      assert.deepEqual(v.parse(accountKeys[key], ['notify-send', 'x']), ['notify-send', 'x']);
+      assert.deepEqual(problems(accountKeys[key], []), ['needs the program as its first element']);
+    }
+    assert.deepEqual(
+      [...unavailableKeys].filter((k) => !(k in accountKeys)),
+      [],
+      'each one is an account key with its schema',
     );
   });
 
@@ -181,7 +214,7 @@ work.token_url = "http://id.example.com/token"
 
 [accounts.third]
 client_id = "t"
-on_error = [
+client_secret_command = [
   "x", # [accounts.fake]
   "y",
 ]

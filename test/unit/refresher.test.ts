@@ -16,7 +16,7 @@ import type { RefreshTrigger, Result } from '../../src/shared/contract.ts';
 import type { ErrorData, ErrorFields } from '../../src/shared/errors.ts';
 import { noTokens, type ActiveTokens, type TokenState } from '../../src/state-file/codec.ts';
 import { MIN_SPACING_MS, RECENT_MS, Refresher } from '../../src/owner/refresher.ts';
-import { refreshDueAt } from '../../src/owner/schedule.ts';
+import { refreshDueAt, refreshPolicy, type RefreshPolicy } from '../../src/owner/schedule.ts';
 
 const T0 = Date.UTC(2026, 0, 1);
 const S = 1_000;
@@ -86,7 +86,7 @@ type Answer = Result<null> | Deferred | Error | (() => Result<null>);
  * A refresher with fake deps. `answers` are used in order (the last repeats);
  * each redeem call records the wall clock and the monotonic time, relative to T0.
  */
-function harness(opts: { answers?: Answer[]; token?: TokenState } = {}) {
+function harness(opts: { answers?: Answer[]; token?: TokenState; policy?: RefreshPolicy } = {}) {
   const world = {
     answers: opts.answers ?? [ok],
     token: opts.token ?? noTokens,
@@ -104,6 +104,7 @@ function harness(opts: { answers?: Answer[]; token?: TokenState } = {}) {
   };
   const refresher = new Refresher({
     wakeIntervalMs: WAKE_MS,
+    ...(opts.policy && { policy: opts.policy }),
     redeem: () => {
       world.calls.push({ wall: Date.now() - T0, mono: elapsed });
       const answer = world.answers.length > 1 ? world.answers.shift()! : world.answers[0]!;
@@ -221,6 +222,56 @@ describe('refresher', { timeout: 10_000 }, () => {
       jumpWallClock(48 * H);
       await advance(WAKE_MS, 1_000);
       assert.equal(world.calls.length, 1);
+    });
+  });
+
+  describe("an account's refresh_lead and refresh_at_least", () => {
+    /** Each refresh is answered with a token living `lifetimeMs` from that moment. */
+    const renewing = (world: { token: TokenState }, lifetimeMs: number) => (): Result<null> => {
+      world.token = tokens(Date.now(), Date.now() + lifetimeMs);
+      return ok;
+    };
+
+    it('refresh_lead: the timer refresh fires that long before expiry (less jitter), not at the default moment', async () => {
+      const token = tokens(T0, T0 + H);
+      const { refresher, world } = harness({ token, policy: refreshPolicy({ leadMs: 20 * MIN }) });
+      // Random is 0.5: half of the 30 s jitter cap.
+      const due = 40 * MIN - 15 * S;
+      refresher.schedule();
+      assert.equal(refresher.view().nextAtMs, T0 + due);
+      assert.ok(refreshDueAt(T0, T0 + H, () => 0.5) > T0 + due + 5 * MIN, 'the default would be at 80%, later');
+      await advance(due - 1, 10_000);
+      assert.equal(world.calls.length, 0);
+      await advance(1, 1);
+      assert.deepEqual(world.calls, [{ wall: due, mono: due }]);
+    });
+
+    it('refresh_at_least: a long-lived token is refreshed on that cadence, counted again from each refresh', async () => {
+      const { refresher, world } = harness({ token: tokens(T0, T0 + 30 * 86_400_000), policy: refreshPolicy({ atLeastMs: H }) });
+      world.answers = [renewing(world, 30 * 86_400_000)];
+      refresher.schedule();
+      // Jitter: half of min(30 s, 5% of 1 h).
+      const every = H - 15 * S;
+      assert.equal(refresher.view().nextAtMs, T0 + every);
+      // Steps of 5 s: each due moment falls on a step end (the mocked Date reads the end of a tick).
+      await advance(3 * H, 5_000);
+      assert.deepEqual(
+        world.calls.map((c) => c.wall),
+        [every, 2 * every, 3 * every],
+      );
+    });
+
+    it('a refresh_lead longer than the token lives refreshes at half its lifetime, never in a loop', async () => {
+      const { refresher, world } = harness({ token: tokens(T0, T0 + 4 * S), policy: refreshPolicy({ leadMs: H }) });
+      world.answers = [renewing(world, 4 * S)];
+      refresher.schedule();
+      await advance(20 * S, 100);
+      // Every 2 s (half of each 4 s token): 10 calls in 20 s, not one per wake-up or per tick.
+      assert.equal(world.calls.length, 10);
+      assert.deepEqual(
+        world.calls.map((c) => c.wall),
+        Array.from({ length: 10 }, (_, i) => (i + 1) * 2 * S),
+      );
     });
   });
 
