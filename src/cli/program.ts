@@ -11,6 +11,7 @@ import { envNames, type Config, type OptionName, type RawOptions } from '../conf
 import { configOrExit, daemonConfigOrExit, guardSignals, say, serve, type Runtime } from '../daemon/serve.js';
 import type { LoginAccount } from '../login/deliver.js';
 import { printStatus } from './status.js';
+import { runReload } from './reload.js';
 import { runTokenExec, readSetInput } from './client-commands.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -121,7 +122,7 @@ export function buildProgram(setExit: (code: number) => void, runtime: Runtime):
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   // `serve` is the default command; the others follow in the order `--help` lists them.
   program.addCommand(serveCommand(ctx), { isDefault: true });
-  for (const command of [tokenCommand, statusCommand, refreshCommand, setCommand, loginCommand, devCommand]) program.addCommand(command(ctx));
+  for (const command of [tokenCommand, statusCommand, refreshCommand, setCommand, reloadCommand, loginCommand, devCommand]) program.addCommand(command(ctx));
   return program;
 }
 
@@ -189,6 +190,15 @@ function setCommand(ctx: CommandContext): Command {
       }),
     );
   return addOptions(addAccountOption(cmd), clientOptions);
+}
+
+function reloadCommand(ctx: CommandContext): Command {
+  const cmd = new Command('reload')
+    .description(
+      'make the daemon read its config file again: new accounts start, removed ones stop, changed ones restart; one line per account; an invalid file changes nothing (exit 2)',
+    )
+    .action(clientAction(ctx, async (opts: RawOptions) => runReload(await client(opts))));
+  return addOptions(cmd, clientOptions);
 }
 
 type LoginOptions = RawOptions & AccountOption & ConfigOption & { browser: boolean; timeout: string; waitApproval: boolean };

@@ -91,6 +91,22 @@ export interface AccountsState {
   readonly accounts: readonly AccountSummary[];
 }
 
+/** `POST /reload`'s answer: what the reload did, each account named once (by its name in the file). */
+export interface ReloadReport {
+  /** Accounts new in the file, started. */
+  readonly started: readonly string[];
+  /** Accounts no longer in the file, stopped (their state flushed, their locks released). */
+  readonly stopped: readonly string[];
+  /** Accounts whose settings changed (or that had failed), stopped and started again. */
+  readonly restarted: readonly string[];
+  /** Accounts left running untouched. */
+  readonly unchanged: readonly string[];
+  /** Accounts among the above that did not start, or did not stop cleanly, with why. */
+  readonly failed: readonly { readonly account: string; readonly error: string; readonly message: string }[];
+  /** The account the unprefixed routes now act on. */
+  readonly default_account: string;
+}
+
 /** One server-sent event from `GET /events`. */
 export interface TokenEvent {
   readonly id: string;
@@ -117,6 +133,13 @@ export class TokendClientError extends Error {
     super(message);
   }
 }
+
+/**
+ * How long `reload()` waits at least: each account the reload stops may first
+ * let a refresh in flight finish (up to the daemon's shutdown timeout), and a
+ * reload asked for while another runs waits for that one.
+ */
+export const RELOAD_TIMEOUT_MS = 120_000;
 
 export interface TokendClientOptions {
   /** `http://127.0.0.1:4242`, `127.0.0.1:4242` or `unix:/path`. Default: `TOKEND_LISTEN`, then the owner record, then 127.0.0.1:4242. */
@@ -256,6 +279,19 @@ export class TokendClient {
     return token;
   }
 
+  /**
+   * `POST /reload`: the daemon reads its config file again and brings its
+   * accounts to it; resolves once it has (a reload already running is waited
+   * for first). Fails with code `config_invalid` (the problems in
+   * `body.problems`; nothing changed) or `reload_unavailable` (the daemon was
+   * configured without a config file). Waits up to `RELOAD_TIMEOUT_MS` (or
+   * `timeoutMs` when longer): a stopped account may first let a refresh in
+   * flight finish.
+   */
+  reload(): Promise<ReloadReport> {
+    return this.#call('POST', '/reload', undefined, Math.max(this.#timeoutMs, RELOAD_TIMEOUT_MS));
+  }
+
   /** `POST /set-tokens`. */
   setTokens(body: {
     access_token: string;
@@ -336,7 +372,7 @@ export class TokendClient {
     this.#listenerChecked = true;
   }
 
-  async #call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  async #call<T>(method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = this.#timeoutMs): Promise<T> {
     this.#checkListener();
     const key = await this.#apiKey;
     const headers: Record<string, string> = { accept: 'application/json' };
@@ -348,7 +384,7 @@ export class TokendClient {
         method,
         headers,
         dispatcher: this.#target.dispatcher,
-        signal: AbortSignal.timeout(this.#timeoutMs),
+        signal: AbortSignal.timeout(timeoutMs),
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       });
     } catch (err) {

@@ -27,7 +27,7 @@ import type { AddressInfo } from 'node:net';
 import type { DaemonStatus, Result, SetTokensInput, Snapshot } from '../shared/contract.js';
 import { exitCodeOf, type ErrorCode, type ErrorData } from '../shared/errors.js';
 import type { EventHub } from '../http/events.js';
-import type { AccountBackend, Backend } from '../http/routes.js';
+import type { AccountBackend, Backend, ReloadResult } from '../http/routes.js';
 import type { Logger } from '../shared/log.js';
 import { replaceableProblem } from '../shared/fs-safety.js';
 import { ConfigError, formatListen, type Listen } from '../config/config.js';
@@ -37,7 +37,7 @@ import { trimTakesEffect, trimWhenIdle, type IdleTrimmer } from './idle-trim.js'
 import { deferredLog } from '../shared/deferred-log.js';
 import { describeDeath } from './owner-handle.js';
 import { destroyOwnerThread, startOwnerThread, type OwnerThread } from './owner-thread.js';
-import { Accounts, type ReloadSummary, type Started } from './accounts.js';
+import { Accounts, type Started } from './accounts.js';
 
 export interface RunningDaemon {
   readonly address: string;
@@ -54,7 +54,8 @@ export interface RunningDaemon {
   reload(): Promise<ReloadOutcome>;
 }
 
-export type ReloadOutcome = ({ readonly ok: true } & ReloadSummary) | { readonly ok: false; readonly problems: readonly string[] };
+/** What a reload did, account by account, or why it changed nothing (see routes.ts: `POST /reload` answers with it). */
+export type ReloadOutcome = ReloadResult;
 
 /** The daemon did not start: `error` says why, and its code the exit code (from the catalogue). */
 export class StartError extends Error {
@@ -273,6 +274,7 @@ class Daemon implements RunningDaemon {
       owner: this.#ownerInfo,
       metricsText: () => metrics.text(),
       hub,
+      reload: () => this.reload(),
     };
     const server = createHttpServer({
       listen: config.listen,
@@ -328,12 +330,19 @@ class Daemon implements RunningDaemon {
   }
 
   async #reload(): Promise<ReloadOutcome> {
-    if (this.#phase.name !== 'serving') return { ok: false, problems: [`not reloading: the daemon is ${this.#phase.name}`] };
+    if (this.#phase.name !== 'serving') {
+      const error: ErrorData =
+        this.#phase.name === 'stopping'
+          ? { code: 'shutting_down', message: 'not reloading: tokend is shutting down' }
+          : { code: 'not_ready', message: 'not reloading: tokend is still starting' };
+      return { ok: false, error, problems: [] };
+    }
     const { log } = this.#phase.parts;
     const reread = this.#sources.reread;
     if (!reread) {
       log.warn('reload asked for, but the daemon was configured without a config file: nothing to re-read');
-      return { ok: false, problems: ['no config file: the daemon was configured by the environment'] };
+      const message = 'nothing to reload: this daemon was configured by the environment, not a config file (restart it to change its settings)';
+      return { ok: false, error: { code: 'reload_unavailable', message }, problems: [] };
     }
     let next: DaemonConfig;
     try {
@@ -342,7 +351,9 @@ class Daemon implements RunningDaemon {
       if (!(err instanceof ConfigError)) throw err;
       for (const problem of err.problems) log.error({ configFile: this.#config.configFile }, `config reload refused: ${problem}`);
       log.warn({ configFile: this.#config.configFile }, 'the configuration in use goes on unchanged');
-      return { ok: false, problems: err.problems };
+      const n = err.problems.length;
+      const message = `config reload refused: ${n} problem${n === 1 ? '' : 's'} in ${this.#config.configFile}; the configuration in use goes on unchanged`;
+      return { ok: false, error: { code: 'config_invalid', message }, problems: err.problems };
     }
     for (const key of restartOnlyKeys) {
       if (JSON.stringify(next[key]) !== JSON.stringify(this.#config[key]))
@@ -354,9 +365,11 @@ class Daemon implements RunningDaemon {
     this.#config = Object.freeze({ ...this.#config, accounts: next.accounts, defaultAccount: next.defaultAccount });
     this.#metrics.setAccounts(this.#accounts!.names);
     for (const f of summary.failed) log.error({ account: f.account, code: f.error.code }, `account ${f.account} failed: ${f.error.message}`);
-    const { added, removed, restarted } = summary;
-    log.info({ added, removed, restarted, failed: summary.failed.map((f) => f.account), defaultAccount: next.defaultAccount }, 'configuration reloaded');
-    return { ok: true, ...summary };
+    const { added, removed, restarted, failed } = summary;
+    const changed = new Set([...added, ...restarted]);
+    const unchanged = next.accounts.map((a) => a.name).filter((name) => !changed.has(name));
+    log.info({ added, removed, restarted, failed: failed.map((f) => f.account), defaultAccount: next.defaultAccount }, 'configuration reloaded');
+    return { ok: true, started: added, stopped: removed, restarted, unchanged, failed, defaultAccount: next.defaultAccount };
   }
 
   /** One stop, however many ask: a later request gets the first one's outcome. */

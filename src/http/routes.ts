@@ -29,6 +29,30 @@ export interface AccountBackend {
   setTokens(input: SetTokensInput): Promise<Result<Snapshot>>;
 }
 
+/** An account that did not start (or did not stop cleanly) in a reload. */
+export interface ReloadFailure {
+  readonly account: string;
+  readonly error: ErrorData;
+}
+
+/**
+ * What a reload did, each account of the old and the new file named once
+ * (an account in `failed` is also named by what was done to it), or why it
+ * changed nothing: `config_invalid` with one problem each, as the log has
+ * them; `reload_unavailable` (no config file); `shutting_down`, `not_ready`.
+ */
+export type ReloadResult =
+  | {
+      readonly ok: true;
+      readonly started: readonly string[];
+      readonly stopped: readonly string[];
+      readonly restarted: readonly string[];
+      readonly unchanged: readonly string[];
+      readonly failed: readonly ReloadFailure[];
+      readonly defaultAccount: string;
+    }
+  | { readonly ok: false; readonly error: ErrorData; readonly problems: readonly string[] };
+
 export interface Backend {
   /** Every account, in configuration order. */
   readonly accounts: ReadonlyMap<string, AccountBackend>;
@@ -37,6 +61,8 @@ export interface Backend {
   readonly owner: { readonly pid: number; listen: string | null };
   metricsText(): Promise<string>;
   readonly hub: EventHub;
+  /** Read the config file again and bring the accounts to it; one reload at a time, a later one waiting for the one before. */
+  reload(): Promise<ReloadResult>;
 }
 
 /** What a route does with a request; `path` is the request's path without its query. */
@@ -284,6 +310,25 @@ export function routes(backend: Backend, limits: RouteLimits): Route[] {
     sendJson(res, 200, { status: overallStatus(snapshots.map(([, s]) => s.status)), ready: true });
   };
 
+  /**
+   * POST /reload: answered once the accounts have been brought to the file
+   * (a reload already running is waited for, then the file is read again).
+   * An invalid file changes nothing: 422 `config_invalid` with its problems.
+   */
+  const reload: Handler = async (req, res) => {
+    await readJsonBody(req, false);
+    const r = await backend.reload();
+    if (!r.ok) return sendError(res, r.error, undefined, r.error.code === 'config_invalid' ? { problems: r.problems } : undefined);
+    sendJson(res, 200, {
+      started: r.started,
+      stopped: r.stopped,
+      restarted: r.restarted,
+      unchanged: r.unchanged,
+      failed: r.failed.map((f) => ({ account: f.account, error: f.error.code, message: f.error.message })),
+      default_account: r.defaultAccount,
+    });
+  };
+
   const events: Handler = (req, res) => {
     const account = accountQuery(req.url ?? '/');
     if (account !== null && !backend.accounts.has(account)) return unknownAccount(res, account, backend.accounts);
@@ -314,6 +359,7 @@ export function routes(backend: Backend, limits: RouteLimits): Route[] {
     },
     { method: 'GET', path: '/events', handler: events },
     { method: 'GET', path: '/accounts', handler: listAccounts },
+    { method: 'POST', path: '/reload', handler: reload },
     ...perAccount.map(([method, path, handler]): Route => ({ method, path: `${ACCOUNT_ROUTE}${path}`, handler: onNamed(handler) })),
   ];
 }

@@ -32,7 +32,7 @@ it("the README's error table lists every code with its HTTP status (— for none
 describe('HTTP status', () => {
   it('a CLI-only code has none: httpStatusOf does not take it, and an answer that carries one anyway is a 500', () => {
     const cliOnly = codes.filter((c) => !isHttpErrorCode(c));
-    assert.deepEqual(cliOnly.sort(), ['address_in_use', 'config_invalid', 'daemon_unreachable', 'listen_failed', 'login_failed', 'state_locked']);
+    assert.deepEqual(cliOnly.sort(), ['address_in_use', 'daemon_unreachable', 'listen_failed', 'login_failed', 'state_locked']);
     for (const code of cliOnly) assert.equal(answerStatus(code), 500, code);
     for (const code of codes.filter(isHttpErrorCode)) assert.equal(answerStatus(code), httpStatusOf(code), code);
     // Checked by the compiler (tsconfig.test.json), never run.

@@ -80,7 +80,14 @@ interface Running {
 async function serve(accounts: readonly FakeAccount[], defaultAccount = accounts[0]!.name): Promise<Running> {
   const map = new Map(accounts.map((a) => [a.name, a] as const));
   const hub = new EventHub(() => map.values());
-  const backend: Backend = { accounts: map, defaultAccount, owner: { pid: process.pid, listen: null }, metricsText: () => Promise.resolve(''), hub };
+  const backend: Backend = {
+    accounts: map,
+    defaultAccount,
+    owner: { pid: process.pid, listen: null },
+    metricsText: () => Promise.resolve(''),
+    hub,
+    reload: () => Promise.resolve({ ok: false, error: { code: 'reload_unavailable', message: 'no config file' }, problems: [] }),
+  };
   const server = createHttpServer({
     listen: { kind: 'tcp', host: '127.0.0.1', port: 0 },
     apiKey: null,

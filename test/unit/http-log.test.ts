@@ -67,6 +67,7 @@ describe('request logging', () => {
       owner: { pid: process.pid, listen: null },
       metricsText: () => metricsText(),
       hub: new EventHub(() => [account]),
+      reload: () => Promise.resolve({ ok: false, error: { code: 'reload_unavailable', message: 'no config file' }, problems: [] }),
     },
   });
   let base = '';

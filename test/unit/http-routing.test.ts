@@ -60,6 +60,7 @@ describe('routing', () => {
       owner: { pid: process.pid, listen: null },
       metricsText: () => Promise.resolve(''),
       hub: new EventHub(() => [account]),
+      reload: () => Promise.resolve({ ok: false, error: { code: 'reload_unavailable', message: 'no config file' }, problems: [] }),
     },
   });
   let base = '';
