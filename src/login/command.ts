@@ -35,14 +35,7 @@ export async function runLogin(to: Config | LoginAccount, opts: LoginOptions): P
   let onSigint: (() => void) | null = null;
   let timer: NodeJS.Timeout | undefined;
   try {
-    err('Open this URL in a browser to authorize tokend:');
-    err('');
-    err(`  ${req.url}`);
-    err('');
-    if (opts.browser && canOpenBrowser()) void open(req.url).catch(() => undefined);
-    const waiting = `waiting for the authorization callback on ${req.redirectUri} (Ctrl-C cancels)`;
-    if (spinner.isEnabled) spinner.start(waiting);
-    else err(waiting);
+    // Ctrl-C is ours before the URL is shown: whoever reads the URL may interrupt at once.
     const cancelled = new Promise<never>((_, reject) => {
       onSigint = () => reject(new TokendError('login_failed', 'login cancelled'));
       process.once('SIGINT', onSigint);
@@ -52,6 +45,16 @@ export async function runLogin(to: Config | LoginAccount, opts: LoginOptions): P
         opts.timeoutMs,
       );
     });
+    // Once the callback has come, a later Ctrl-C or the timer has no one to tell.
+    cancelled.catch(() => undefined);
+    err('Open this URL in a browser to authorize tokend:');
+    err('');
+    err(`  ${req.url}`);
+    err('');
+    if (opts.browser && canOpenBrowser()) void open(req.url).catch(() => undefined);
+    const waiting = `waiting for the authorization callback on ${req.redirectUri} (Ctrl-C cancels)`;
+    if (spinner.isEnabled) spinner.start(waiting);
+    else err(waiting);
     const code = await Promise.race([callback.code, cancelled]);
     spinner.text = 'exchanging the authorization code';
     const tokens = await exchangeCode(endpoints, code, req);
