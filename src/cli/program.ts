@@ -244,7 +244,7 @@ async function login(opts: LoginOptions): Promise<number> {
  * had: every problem said.
  */
 async function loginTarget(opts: LoginOptions): Promise<Config | LoginAccount | null> {
-  const { configFilePath } = await import('../config/config-file.js');
+  const { configFilePath } = await import('../config/config-path.js');
   if (opts.account === undefined && configFilePath(opts, process.env) === null) return configOrExit(opts, true);
   const config = await daemonConfigOrExit(opts);
   if (config === null) return null;

@@ -24,14 +24,14 @@
  * runs. Relative paths, and `~/`, are taken from the config file's directory
  * and the home directory.
  */
-import { existsSync, fstatSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { fstatSync, openSync, readFileSync, closeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import * as v from 'valibot';
 import { ownershipProblem, secretFileProblem } from '../shared/fs-safety.js';
 import { issueText } from '../shared/validation.js';
-import { defaultConfigFile, defaultStateDir } from '../state-file/paths.js';
+import { defaultStateDir } from '../state-file/paths.js';
 import { ACCOUNT_NAME, DEFAULT_ACCOUNT, type AccountConfig, type DaemonConfig } from './accounts.js';
 import { accountKeys, didYouMean, globalKeys, refusedKeys, unavailableKeys } from './config-file-keys.js';
 import {
@@ -57,11 +57,11 @@ import {
   type NumericOption,
   type OptionName,
   type ProviderConfig,
-  type RawOptions,
 } from './config.js';
 import { KeyLines, type KeyPath } from './toml-lines.js';
 
-export type FileFlags = RawOptions & { readonly config?: string | undefined };
+export type { FileFlags } from './config-path.js';
+import type { FileFlags } from './config-path.js';
 
 /** The options that belong to one account: with a config file they come from its `[accounts.NAME]` tables only. */
 const accountOptions: readonly OptionName[] = [
@@ -78,17 +78,7 @@ const accountOptions: readonly OptionName[] = [
   'stateFile',
 ];
 
-/**
- * The config file to read: `--config`, else `TOKEND_CONFIG` (either must
- * exist: reading it reports it missing), else the default path when a file
- * is there; null: configure from the environment.
- */
-export function configFilePath(flags: FileFlags, env: NodeJS.ProcessEnv): string | null {
-  const named = flags.config || env['TOKEND_CONFIG'];
-  if (named) return resolve(named);
-  const fallback = defaultConfigFile(env);
-  return existsSync(fallback) ? fallback : null;
-}
+export { configFilePath } from './config-path.js';
 
 type Fields = Readonly<Record<string, v.GenericSchema>>;
 type Values<F extends Fields> = { -readonly [K in keyof F]?: v.InferOutput<F[K]> };

@@ -6,7 +6,7 @@
  */
 import { ConfigError, loadConfig, type Config, type RawOptions } from '../config/config.js';
 import { fromEnvironment, type DaemonConfig } from '../config/accounts.js';
-import type { FileFlags } from '../config/config-file.js';
+import { configFilePath, type FileFlags } from '../config/config-path.js';
 import { TokendError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { RunningDaemon } from './daemon.js';
@@ -127,11 +127,12 @@ export async function daemonConfigOrExit(opts: FileFlags): Promise<DaemonConfig 
   }
 }
 
-/** The config file's reader loads only for the daemon: client commands share this module and start without it. */
+/** The config file's reader (a TOML parser, the schema) loads only when there is a file: client commands and a daemon configured by the environment start without it. */
 async function readDaemonConfig(opts: FileFlags): Promise<DaemonConfig> {
-  const { configFilePath, loadConfigFile } = await import('../config/config-file.js');
   const file = configFilePath(opts, process.env);
-  return file === null ? fromEnvironment(loadConfig(opts, process.env, { needsProvider: true })) : loadConfigFile(file, process.env, opts);
+  if (file === null) return fromEnvironment(loadConfig(opts, process.env, { needsProvider: true }));
+  const { loadConfigFile } = await import('../config/config-file.js');
+  return loadConfigFile(file, process.env, opts);
 }
 
 export function configOrExit(opts: RawOptions, needsProvider: boolean): Config | null {
