@@ -18,12 +18,13 @@ import type { Piscina } from 'piscina';
 import type { AttachTask, Snapshot } from '../../src/shared/contract.ts';
 import type { ErrorData } from '../../src/shared/errors.ts';
 import type { Logger } from '../../src/shared/log.ts';
-import { noHooks, type AccountConfig } from '../../src/config/accounts.ts';
+import type { AccountConfig } from '../../src/config/accounts.ts';
 import { Accounts, type Started } from '../../src/daemon/accounts.ts';
 import { startVerdict } from '../../src/daemon/daemon.ts';
 import type { OwnerThread } from '../../src/daemon/owner-thread.ts';
 import attach from '../../src/owner/thread.ts';
 import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubAccount } from '../fixtures/accounts.ts';
 
 const quiet = { error: () => undefined, warn: () => undefined, info: () => undefined, debug: () => undefined, fatal: () => undefined };
 const log = { ...quiet, child: () => ({ ...quiet, child: () => quiet }) } as unknown as Logger;
@@ -40,27 +41,7 @@ const stateFile = (): string => join(dir, `account-${++files}.json`);
 const MIN = 60_000;
 
 function account(name: string, stub: MonzoStub, file = stateFile(), clientId = stub.clientId): AccountConfig {
-  return {
-    name,
-    provider: {
-      name: 'custom',
-      issuer: null,
-      authUrl: null,
-      tokenUrl: stub.tokenUrl,
-      clientId,
-      clientSecret: stub.clientSecret,
-      authMethod: 'client_secret_post',
-      scope: null,
-      redirectUri: 'http://localhost:8080/authorization-code',
-    },
-    stateFile: file,
-    deviceAuthorizationUrl: null,
-    clientSecretCommand: null,
-    refreshLeadMs: null,
-    refreshAtLeastMs: null,
-    reauthorizeAfterMs: null,
-    hooks: noHooks,
-  };
+  return stubAccount(name, stub, file, clientId);
 }
 
 const open: Accounts[] = [];

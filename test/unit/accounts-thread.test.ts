@@ -13,10 +13,11 @@ import { after, before, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { Logger } from '../../src/shared/log.ts';
-import { noHooks, type AccountConfig } from '../../src/config/accounts.ts';
+import type { AccountConfig } from '../../src/config/accounts.ts';
 import { Accounts } from '../../src/daemon/accounts.ts';
 import { destroyOwnerThread, type OwnerThread } from '../../src/daemon/owner-thread.ts';
 import { MonzoStub } from '../fixtures/monzo-stub.ts';
+import { stubAccount } from '../fixtures/accounts.ts';
 
 const WORKER = fileURLToPath(new URL('../../dist/owner/thread.js', import.meta.url));
 const built = existsSync(WORKER);
@@ -27,29 +28,7 @@ const log = { ...quiet, child: () => ({ ...quiet, child: () => quiet }) } as unk
 const dir = mkdtempSync(join(tmpdir(), 'tokend-accounts-thread-'));
 const crashFile = join(dir, 'crash');
 
-function account(name: string, stub: MonzoStub): AccountConfig {
-  return {
-    name,
-    provider: {
-      name: 'custom',
-      issuer: null,
-      authUrl: null,
-      tokenUrl: stub.tokenUrl,
-      clientId: stub.clientId,
-      clientSecret: stub.clientSecret,
-      authMethod: 'client_secret_post',
-      scope: null,
-      redirectUri: 'http://localhost:8080/authorization-code',
-    },
-    stateFile: join(dir, `${name}.json`),
-    deviceAuthorizationUrl: null,
-    clientSecretCommand: null,
-    refreshLeadMs: null,
-    refreshAtLeastMs: null,
-    reauthorizeAfterMs: null,
-    hooks: noHooks,
-  };
-}
+const account = (name: string, stub: MonzoStub): AccountConfig => stubAccount(name, stub, join(dir, `${name}.json`));
 
 const stub = new MonzoStub();
 let thread: OwnerThread | null = null;
