@@ -16,12 +16,14 @@ export function runSecretCommand(argv: Argv, timeoutMs = SECRET_COMMAND_TIMEOUT_
   return new Promise((resolve) => {
     execFile(file, args, { timeout: timeoutMs, maxBuffer: 64 * 1024, encoding: 'utf8' }, (err, stdout) => {
       if (err) {
-        const code: unknown = (err as { code?: unknown }).code;
-        const why = err.killed
-          ? `did not finish within ${timeoutMs / 1000} s`
-          : typeof code === 'number'
-            ? `exited with code ${String(code)}`
-            : `could not run (${typeof code === 'string' ? code : 'error'})`;
+        const { code, signal } = err as { code?: unknown; signal?: unknown };
+        let why: string;
+        if (err.killed) why = `did not finish within ${timeoutMs / 1000} s`;
+        else if (typeof code === 'number') why = `exited with code ${String(code)}`;
+        // Ended by a signal someone else sent (an OOM kill, a user's kill): not "could not run".
+        else if (typeof signal === 'string') why = `was ended by ${signal}`;
+        else if (code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER') why = 'printed more than 64 KiB';
+        else why = `could not run (${typeof code === 'string' ? code : 'error'})`;
         return resolve({ problem: `client_secret_command ${file} ${why}` });
       }
       const value = stdout.trim();
